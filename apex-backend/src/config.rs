@@ -1,0 +1,206 @@
+//! Backend configuration: one clap struct, every field a flag with an environment variable.
+//!
+//! The fold is defaults → environment → flags (clap does the last two); tests build a
+//! [`Config`] with [`Config::for_tests`] and change fields directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where the workspace's fixtures live when the binary runs from a checkout.
+const DEFAULT_FIXTURES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of one `apex-backend` process.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "apex-backend",
+    version,
+    about = "Reference backend for the Netra Apex golden path (auth, WebSocket events, agents)"
+)]
+pub struct Config {
+    /// Address to listen on. With port 0 a free port is chosen and printed as `listening on ADDR`.
+    #[arg(long, env = "APEX_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// HS256 secret for access and refresh tokens. Unset: a random secret per process (tokens
+    /// then do not survive a restart and are not accepted by other instances).
+    #[arg(long, env = "APEX_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `iss` claim written into and required from every token.
+    #[arg(long, env = "APEX_JWT_ISSUER", default_value = "netra-apex")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim written into and required from every token.
+    #[arg(long, env = "APEX_JWT_AUDIENCE", default_value = "netra-apex-chat")]
+    pub jwt_audience: String,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "APEX_ACCESS_TTL_SECS", default_value_t = 900)]
+    pub access_ttl_secs: u64,
+
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "APEX_REFRESH_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub refresh_ttl_secs: u64,
+
+    /// Lifetime of single-use WebSocket tickets, in seconds (at most 300).
+    #[arg(long, env = "APEX_TICKET_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub ticket_ttl_secs: u64,
+
+    /// Folder holding `users.yaml`, `pricing.yaml` and `usage/*.jsonl`.
+    #[arg(long, env = "APEX_FIXTURES_DIR", default_value = DEFAULT_FIXTURES_DIR)]
+    pub fixtures_dir: PathBuf,
+
+    /// Argon2id memory cost in KiB (8 is the minimum; use it only for tests).
+    #[arg(long, env = "APEX_ARGON2_M_COST", default_value_t = 19_456)]
+    pub argon2_m_cost: u32,
+
+    /// Argon2id iterations.
+    #[arg(long, env = "APEX_ARGON2_T_COST", default_value_t = 2)]
+    pub argon2_t_cost: u32,
+
+    /// Argon2id parallelism.
+    #[arg(long, env = "APEX_ARGON2_P_COST", default_value_t = 1)]
+    pub argon2_p_cost: u32,
+
+    /// Re-send an unacknowledged event after this many milliseconds.
+    #[arg(long, env = "APEX_REDELIVERY_TIMEOUT_MS", default_value_t = 2000)]
+    pub redelivery_timeout_ms: u64,
+
+    /// How many times an unacknowledged event is re-sent before the connection gives up on it.
+    #[arg(long, env = "APEX_MAX_REDELIVERIES", default_value_t = 3)]
+    pub max_redeliveries: u32,
+
+    /// Events retained per user for `resume` (older ones are dropped first).
+    #[arg(long, env = "APEX_RETAIN_EVENTS", default_value_t = 1000)]
+    pub retain_events: usize,
+
+    /// Concurrent runs allowed per user; one more gets a `TOO_MANY_RUNS` error frame.
+    #[arg(long, env = "APEX_MAX_RUNS_PER_USER", default_value_t = 5)]
+    pub max_runs_per_user: usize,
+
+    /// Client frames allowed per connection per second (burst of twice as many); beyond it
+    /// frames get `RATE_LIMITED` error frames.
+    #[arg(long, env = "APEX_RATE_LIMIT_PER_SEC", default_value_t = 20)]
+    pub rate_limit_per_sec: u32,
+
+    /// A fresh connection holds live events this long (or until its first frame) so that a
+    /// `resume` sent as the first frame replays in order without duplicates.
+    #[arg(long, env = "APEX_RESUME_WINDOW_MS", default_value_t = 100)]
+    pub resume_window_ms: u64,
+
+    /// Pause between pipeline events, for realistic pacing. 0 (default) means no pause.
+    #[arg(long, env = "APEX_THINK_TIME_MS", default_value_t = 0)]
+    pub think_time_ms: u64,
+
+    /// On SIGINT/SIGTERM, how long in-flight runs may take to finish before they are marked
+    /// interrupted.
+    #[arg(long, env = "APEX_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
+    /// Enables `POST /api/auth/demo`, which issues a token for a fresh demo user each call.
+    #[arg(long, env = "DEMO_MODE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub demo_mode: bool,
+
+    /// Name of this instance in `connection_established.server_id` (default: random).
+    #[arg(long, env = "APEX_SERVER_ID")]
+    pub server_id: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "APEX_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults with the settings tests want: a free port, the cheapest argon2 parameters
+    /// and a fixed secret. Environment variables are not read.
+    pub fn for_tests() -> Self {
+        let mut config = Self::parse_defaults();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.jwt_secret = Some("apex-test-secret-not-for-production".into());
+        config.argon2_m_cost = argon2::Params::MIN_M_COST;
+        config.argon2_t_cost = 1;
+        config.argon2_p_cost = 1;
+        config
+    }
+
+    /// Every field at its documented default, ignoring the environment.
+    fn parse_defaults() -> Self {
+        let mut command = <Self as clap::CommandFactory>::command();
+        // Strip env lookups so a developer's shell does not leak into tests.
+        let args: Vec<clap::Arg> = command.get_arguments().cloned().collect();
+        for arg in args {
+            let id = arg.get_id().clone();
+            command = command.mut_arg(id, |a| a.env(None::<&str>));
+        }
+        let matches = command
+            .try_get_matches_from(["apex-backend"])
+            .expect("defaults parse");
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).expect("defaults convert")
+    }
+
+    pub fn redelivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.redelivery_timeout_ms)
+    }
+
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_millis(self.resume_window_ms)
+    }
+
+    pub fn think_time(&self) -> Duration {
+        Duration::from_millis(self.think_time_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults() {
+        let config = Config::try_parse_from([
+            "apex-backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-runs-per-user",
+            "2",
+            "--demo-mode",
+        ])
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.max_runs_per_user, 2);
+        assert!(config.demo_mode);
+    }
+
+    #[test]
+    fn ticket_ttl_is_capped_at_five_minutes() {
+        let err = Config::try_parse_from(["apex-backend", "--ticket-ttl-secs", "301"]).unwrap_err();
+        assert!(err.to_string().contains("301"), "{err}");
+    }
+
+    #[test]
+    fn test_defaults_ignore_environment_and_use_cheap_hashing() {
+        let config = Config::for_tests();
+        assert_eq!(config.argon2_m_cost, argon2::Params::MIN_M_COST);
+        assert_eq!(config.redelivery_timeout_ms, 2000);
+        assert_eq!(config.max_redeliveries, 3);
+    }
+}

@@ -1,0 +1,160 @@
+//! `POST /api/auth/login` (alias `/auth/login`), `/api/auth/refresh`, `/api/auth/demo` and
+//! `/api/websocket/ticket`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::TokenType;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::UserRecord;
+
+#[derive(Debug, Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// The body of every successful login, refresh and demo call.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    user: Value,
+}
+
+/// Parses a JSON body whatever its content type; any failure is a 422 with the reason.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))
+}
+
+fn tokens_for(state: &AppState, user: &UserRecord) -> TokenResponse {
+    TokenResponse {
+        access_token: state.tokens.issue(
+            user.id,
+            &user.email,
+            TokenType::Access,
+            state.config.access_ttl_secs,
+        ),
+        refresh_token: state.tokens.issue(
+            user.id,
+            &user.email,
+            TokenType::Refresh,
+            state.config.refresh_ttl_secs,
+        ),
+        token_type: "Bearer",
+        expires_in: state.config.access_ttl_secs,
+        user: json!({ "id": user.id, "email": user.email, "name": user.name }),
+    }
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let request: LoginRequest = parse_body(&body)?;
+    if request.email.trim().is_empty() || request.password.is_empty() {
+        return Err(ApiError::InvalidBody(
+            "email and password must not be empty".into(),
+        ));
+    }
+    let user = state.store.user_by_email(request.email.trim()).await?;
+    let hash = user
+        .as_ref()
+        .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
+    let ok = state.passwords.verify(request.password, hash).await;
+    match user {
+        Some(user) if ok => {
+            state.metrics.logins_ok.fetch_add(1, Relaxed);
+            tracing::info!(user_id = %user.id, "login");
+            Ok(Json(tokens_for(&state, &user)))
+        }
+        _ => {
+            state.metrics.logins_failed.fetch_add(1, Relaxed);
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let request: RefreshRequest = parse_body(&body)?;
+    let claims = state
+        .tokens
+        .verify(&request.refresh_token, TokenType::Refresh)?;
+    let user = state
+        .store
+        .user_by_id(claims.sub)
+        .await?
+        .ok_or(ApiError::UnknownUser)?;
+    Ok(Json(tokens_for(&state, &user)))
+}
+
+/// Demo mode only: a fresh user per call, never one shared identity.
+pub async fn demo(State(state): State<AppState>) -> Result<Json<TokenResponse>, ApiError> {
+    if !state.config.demo_mode {
+        return Err(ApiError::NotFound);
+    }
+    let id = Uuid::new_v4();
+    let user = UserRecord {
+        id,
+        email: format!("demo-{}@demo.apex.test", id.simple()),
+        name: "Demo user".into(),
+        // Not a PHC string: no password ever verifies against it.
+        password_hash: "!demo".into(),
+        is_demo: true,
+    };
+    state.store.upsert_user(user.clone()).await?;
+    tracing::info!(user_id = %id, "demo user issued");
+    Ok(Json(tokens_for(&state, &user)))
+}
+
+/// Resolves the request's bearer access token to its user.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
+    let token = super::request_bearer(headers).ok_or(ApiError::MissingToken)?;
+    user_for_token(state, token).await
+}
+
+/// Verifies an access token and loads its user.
+pub async fn user_for_token(state: &AppState, token: &str) -> Result<UserRecord, ApiError> {
+    let claims = state.tokens.verify(token, TokenType::Access)?;
+    state
+        .store
+        .user_by_id(claims.sub)
+        .await?
+        .ok_or(ApiError::UnknownUser)
+}
+
+pub async fn ticket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let user = authenticate(&state, &headers).await?;
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let ttl = state.config.ticket_ttl_secs;
+    state
+        .bus
+        .issue_ticket(&ticket, user.id, Duration::from_secs(ttl))
+        .await?;
+    Ok(Json(json!({ "ticket": ticket, "expires_in": ttl })))
+}

@@ -1,0 +1,158 @@
+//! `apex-backend`: the reference backend of the Netra Apex golden path.
+//!
+//! HTTP login → WebSocket → user message → the five agent events → the answer, done correctly:
+//! strict JWTs that survive header stripping, per-user event streams with gap-free `seq`,
+//! acknowledgement and redelivery, resume, isolation, and agents that do real, deterministic
+//! analysis of the user's AI-spend data. The wire contract is `docs/protocol.md`.
+//!
+//! # Layout
+//!
+//! - [`config`]: the clap `Config` (every flag has an env var).
+//! - [`state`]: `AppState`, built from a config; per-user run slots; startup errors.
+//! - [`http`]: login, refresh, demo, tickets, health, readiness, metrics.
+//! - [`ws`]: the `/ws` upgrade and the per-connection delivery loop.
+//! - [`protocol`]: frames on the wire, client frame parsing, error and close codes.
+//! - [`run`]: one agent run: events on the user's stream, persistence.
+//! - [`agents`]: Data Helper, Optimizer, Report Generator (pure functions).
+//! - [`store`], [`bus`]: the durable state and the event streams, each a trait with an
+//!   in-process implementation.
+//! - [`auth`], [`metrics`], [`fixtures`], [`error`]: tokens and passwords, Prometheus text,
+//!   seed data, the HTTP error type.
+//!
+//! Test seams: [`app`] builds the router for a state; [`serve`] runs it on a listener until a
+//! shutdown future resolves, then drains.
+
+pub mod agents;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod fixtures;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod run;
+pub mod state;
+pub mod store;
+pub mod ws;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use state::{AppState, StartupError};
+
+/// How long connections get to send their close frames at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The router of the whole API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/auth/login", post(http::auth::login))
+        .route("/auth/login", post(http::auth::login))
+        .route("/api/auth/refresh", post(http::auth::refresh))
+        .route("/api/auth/demo", post(http::auth::demo))
+        .route("/api/websocket/ticket", post(http::auth::ticket))
+        .route("/ws", any(ws::handler))
+        .route("/health", get(http::health::health))
+        .route("/ready", get(http::health::ready))
+        .route("/metrics", get(http::health::metrics))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains: no new runs, in-flight
+/// runs finish within the grace period (or are marked interrupted), connections close with 1001.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Without TCP_NODELAY, the five events written as separate frames wait on delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let drain = state.clone();
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: draining");
+            drain.begin_drain();
+        })
+        .await?;
+
+    state.runs.close();
+    if tokio::time::timeout(state.config.shutdown_grace(), state.runs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("runs still in flight after the grace period: interrupting them");
+        state.runs_cancel.cancel();
+        state.runs.wait().await;
+    }
+    state.connections_close.cancel();
+    state.connections.close();
+    if tokio::time::timeout(CLOSE_GRACE, state.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// The binary's job: build the state, bind, print `listening on ADDR`, serve until a signal.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let addr = config.listen;
+    let state = AppState::embedded(config).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    println!("listening on {local}");
+    tracing::info!(%local, mode = ?state.mode, server_id = %state.server_id, "serving");
+    serve(listener, state, shutdown_signal())
+        .await
+        .map_err(StartupError::Serve)
+}
+
+/// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), text or JSON lines on
+/// stderr so stdout stays for `listening on ADDR`.
+pub fn init_tracing(format: config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        config::LogFormat::Text => builder.try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,371 @@
+//! One agent run: the pipeline's events on the user's stream, persisted as it goes.
+//!
+//! A run belongs to the user, not to the connection that asked for it: it keeps going when the
+//! connection drops, and its events wait on the user's stream for `resume`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::agents::data_helper::fetch_usage_data;
+use crate::agents::optimizer::analyze_costs;
+use crate::agents::report::generate_report;
+use crate::bus::BusError;
+use crate::protocol::{ErrorCode, EventDraft, EventType};
+use crate::state::{AppState, RunSlot};
+use crate::store::{MessageRecord, Role, RunRecord, RunStatus, StoreError, UserRecord};
+
+/// Agent names as they appear in `agent_name`.
+pub const SUPERVISOR: &str = "supervisor";
+pub const DATA_HELPER: &str = "data_helper";
+pub const OPTIMIZER: &str = "optimizer";
+pub const REPORT_GENERATOR: &str = "report_generator";
+
+/// A run that was accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStarted {
+    pub run_id: Uuid,
+    pub thread_id: Uuid,
+}
+
+/// A run that was refused before it started; becomes an error frame.
+#[derive(Debug)]
+pub struct RunRefused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RunRefused {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for RunRefused {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failed while starting a run");
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            "the message could not be stored; try again",
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error("interrupted by server shutdown")]
+    Interrupted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+struct RunContext {
+    user_id: Uuid,
+    email: String,
+    run_id: Uuid,
+    thread_id: Uuid,
+    content: String,
+    client_message_id: Option<String>,
+}
+
+/// Accepts a user message: stores it and starts its run in the background.
+pub async fn start(
+    state: &AppState,
+    user: &UserRecord,
+    content: String,
+    thread_id: Option<Uuid>,
+    client_message_id: Option<String>,
+) -> Result<RunStarted, RunRefused> {
+    if state.is_draining() {
+        return Err(RunRefused::new(
+            ErrorCode::ShuttingDown,
+            "the server is shutting down; reconnect and resend",
+        ));
+    }
+    let slot = state.try_run_slot(user.id).ok_or_else(|| {
+        RunRefused::new(
+            ErrorCode::TooManyRuns,
+            format!(
+                "at most {} runs may be in flight per user",
+                state.config.max_runs_per_user
+            ),
+        )
+    })?;
+    let thread_id = thread_id.unwrap_or_else(Uuid::new_v4);
+    if !state.store.claim_thread(thread_id, user.id).await? {
+        return Err(RunRefused::new(ErrorCode::ThreadNotFound, "no such thread"));
+    }
+    let run_id = Uuid::new_v4();
+    state
+        .store
+        .append_message(MessageRecord {
+            id: Uuid::new_v4(),
+            thread_id,
+            user_id: user.id,
+            run_id: Some(run_id),
+            role: Role::User,
+            content: content.clone(),
+        })
+        .await?;
+    state
+        .store
+        .start_run(RunRecord {
+            id: run_id,
+            user_id: user.id,
+            thread_id,
+            status: RunStatus::Running,
+            result: None,
+        })
+        .await?;
+    let context = RunContext {
+        user_id: user.id,
+        email: user.email.clone(),
+        run_id,
+        thread_id,
+        content,
+        client_message_id,
+    };
+    state.runs.spawn(execute(state.clone(), slot, context));
+    Ok(RunStarted { run_id, thread_id })
+}
+
+async fn execute(state: AppState, _slot: RunSlot, run: RunContext) {
+    let started = Instant::now();
+    state.metrics.runs_started.fetch_add(1, Relaxed);
+    let mut partial = Map::new();
+    let outcome = tokio::select! {
+        outcome = pipeline(&state, &run, &mut partial) => outcome,
+        () = state.runs_cancel.cancelled() => Err(RunFailure::Interrupted),
+    };
+    let Err(failure) = outcome else {
+        state.metrics.runs_completed.fetch_add(1, Relaxed);
+        state.metrics.journey_duration.observe(started.elapsed());
+        return;
+    };
+    let (status, code) = match failure {
+        RunFailure::Interrupted => {
+            state.metrics.runs_interrupted.fetch_add(1, Relaxed);
+            (RunStatus::Interrupted, "RUN_INTERRUPTED")
+        }
+        _ => {
+            state.metrics.runs_failed.fetch_add(1, Relaxed);
+            (RunStatus::Failed, "RUN_FAILED")
+        }
+    };
+    tracing::warn!(run_id = %run.run_id, error = %failure, "run did not complete");
+    let partial = Value::Object(partial);
+    if let Err(e) = state
+        .store
+        .finish_run(run.run_id, status, Some(partial.clone()))
+        .await
+    {
+        tracing::error!(run_id = %run.run_id, error = %e, "could not record the run's outcome");
+    }
+    let payload =
+        json!({ "code": code, "message": failure.to_string(), "partial_results": partial });
+    if let Err(e) = state
+        .bus
+        .publish(
+            run.user_id,
+            draft(&run, EventType::AgentError, SUPERVISOR, payload),
+        )
+        .await
+    {
+        tracing::error!(run_id = %run.run_id, error = %e, "could not tell the user the run failed");
+    }
+}
+
+fn draft(run: &RunContext, kind: EventType, agent_name: &str, payload: Value) -> EventDraft {
+    EventDraft {
+        kind,
+        run_id: run.run_id,
+        thread_id: run.thread_id,
+        agent_name: agent_name.to_owned(),
+        payload,
+    }
+}
+
+/// Publishes one event, after the configured think time.
+async fn emit(
+    state: &AppState,
+    run: &RunContext,
+    kind: EventType,
+    agent: &str,
+    payload: Value,
+) -> Result<(), RunFailure> {
+    let think = state.config.think_time();
+    if !think.is_zero() && kind != EventType::AgentStarted {
+        tokio::time::sleep(think).await;
+    }
+    state
+        .bus
+        .publish(run.user_id, draft(run, kind, agent, payload))
+        .await?;
+    Ok(())
+}
+
+/// One agent's step: thinking, tool_executing, the tool itself, tool_completed.
+async fn step<T>(
+    state: &AppState,
+    run: &RunContext,
+    agent: &str,
+    thought: String,
+    tool: &str,
+    parameters: Value,
+    work: impl AsyncFnOnce() -> Result<(T, Value), RunFailure>,
+) -> Result<T, RunFailure> {
+    emit(
+        state,
+        run,
+        EventType::AgentThinking,
+        agent,
+        json!({ "thought": thought }),
+    )
+    .await?;
+    emit(
+        state,
+        run,
+        EventType::ToolExecuting,
+        agent,
+        json!({ "tool_name": tool, "parameters": parameters }),
+    )
+    .await?;
+    let started = Instant::now();
+    let (output, summary) = work().await?;
+    let payload = json!({
+        "tool_name": tool,
+        "status": "success",
+        "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "result": summary,
+    });
+    emit(state, run, EventType::ToolCompleted, agent, payload).await?;
+    Ok(output)
+}
+
+async fn pipeline(
+    state: &AppState,
+    run: &RunContext,
+    partial: &mut Map<String, Value>,
+) -> Result<(), RunFailure> {
+    let started = Instant::now();
+    emit(
+        state,
+        run,
+        EventType::AgentStarted,
+        SUPERVISOR,
+        json!({
+            "status": "started",
+            "pipeline": [DATA_HELPER, OPTIMIZER, REPORT_GENERATOR],
+            "client_message_id": run.client_message_id,
+        }),
+    )
+    .await?;
+
+    let (records, summary) = step(
+        state,
+        run,
+        DATA_HELPER,
+        "Loading your AI API usage records and summarising spend per model".into(),
+        "fetch_usage_data",
+        json!({ "user_id": run.user_id }),
+        async || {
+            let records = state.store.usage(run.user_id).await?;
+            let summary = fetch_usage_data(&records);
+            let brief = json!({
+                "total_calls": summary.total_calls,
+                "window_days": summary.window_days,
+                "total_monthly_cost_usd": summary.total_monthly_cost_usd,
+                "models": summary.models.len(),
+            });
+            Ok(((records, summary), brief))
+        },
+    )
+    .await?;
+    partial.insert(
+        DATA_HELPER.into(),
+        serde_json::to_value(&summary).unwrap_or_default(),
+    );
+
+    let analysis = step(
+        state, run, OPTIMIZER,
+        format!("Checking {} calls for cacheable repeats and premium calls a cheaper tier serves", summary.total_calls),
+        "analyze_costs",
+        json!({ "rules": ["response_cache", "model_downgrade"], "small_prompt_max_tokens": state.pricing.small_prompt_max_tokens }),
+        async || {
+            let analysis = analyze_costs(&records, &state.pricing, summary.monthly_factor);
+            let brief = json!({
+                "recommendations": analysis.recommendations.len(),
+                "projected_monthly_savings_usd": analysis.projected_monthly_savings_usd,
+            });
+            Ok((analysis, brief))
+        },
+    )
+    .await?;
+    partial.insert(
+        OPTIMIZER.into(),
+        serde_json::to_value(&analysis).unwrap_or_default(),
+    );
+
+    let report = step(
+        state,
+        run,
+        REPORT_GENERATOR,
+        "Writing the report with the numbers and their trade-offs".into(),
+        "generate_report",
+        json!({ "format": "markdown" }),
+        async || {
+            let report = generate_report(&run.email, &run.content, &summary, &analysis);
+            let brief =
+                json!({ "format": "markdown", "characters": report.markdown.chars().count() });
+            Ok((report, brief))
+        },
+    )
+    .await?;
+
+    let result = serde_json::to_value(&report.result).unwrap_or_default();
+    let usage = json!({
+        "steps": 3,
+        "tool_calls": 3,
+        "records_analyzed": summary.total_calls,
+        // The agents are deterministic code, not LLM calls: no tokens are spent.
+        "llm_tokens": 0,
+        "compute_ms": started.elapsed().as_secs_f64() * 1000.0,
+    });
+    // Durable before the user is told: agent_completed means the answer is stored.
+    state
+        .store
+        .append_message(MessageRecord {
+            id: Uuid::new_v4(),
+            thread_id: run.thread_id,
+            user_id: run.user_id,
+            run_id: Some(run.run_id),
+            role: Role::Assistant,
+            content: report.markdown.clone(),
+        })
+        .await?;
+    state
+        .store
+        .finish_run(run.run_id, RunStatus::Completed, Some(result.clone()))
+        .await?;
+    emit(
+        state,
+        run,
+        EventType::AgentCompleted,
+        SUPERVISOR,
+        json!({
+            "status": "completed",
+            "final_response": report.markdown,
+            "result": result,
+            "usage": usage,
+            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+        }),
+    )
+    .await
+}

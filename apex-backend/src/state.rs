@@ -1,0 +1,225 @@
+//! The shared state of one backend instance, and how it is built from a [`Config`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::agents::Pricing;
+use crate::auth::{PasswordHashing, TokenKeys};
+use crate::bus::{EventBus, MemBus};
+use crate::config::Config;
+use crate::fixtures::{FixtureError, Fixtures};
+use crate::metrics::Metrics;
+use crate::store::{MemStore, Store, StoreError, UserRecord};
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("loading fixtures: {0}")]
+    Fixtures(#[from] FixtureError),
+    #[error("invalid argon2 parameters: {0}")]
+    Argon2(String),
+    #[error("seeding users: {0}")]
+    Seed(#[from] StoreError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Where the store and bus live (DESIGN §5). Only `embedded` exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceMode {
+    Embedded,
+}
+
+/// Per-user count of runs in flight, bounded by `max_runs_per_user`.
+#[derive(Debug, Default)]
+pub struct RunSlots {
+    active: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// A held run slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct RunSlot {
+    state: AppState,
+    user_id: Uuid,
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        let mut active = self
+            .state
+            .run_slots
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = active.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+/// Everything a request handler or connection needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("server_id", &self.server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub server_id: String,
+    pub mode: ServiceMode,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub tokens: TokenKeys,
+    pub passwords: PasswordHashing,
+    /// Hash verified against when the email is unknown, so timing does not tell.
+    pub dummy_hash: String,
+    pub pricing: Arc<Pricing>,
+    pub metrics: Metrics,
+    pub run_slots: RunSlots,
+    /// Tracks run tasks so shutdown can wait for them.
+    pub runs: TaskTracker,
+    /// Cancelled when in-flight runs must stop (shutdown grace exceeded).
+    pub runs_cancel: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for their close frames.
+    pub connections: TaskTracker,
+    /// Cancelled when connections must close with 1001.
+    pub connections_close: CancellationToken,
+    draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds an embedded-mode state: in-process store and bus, seeded from the fixtures.
+    pub async fn embedded(config: Config) -> Result<Self, StartupError> {
+        let fixtures = Fixtures::load(&config.fixtures_dir)?;
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let bus: Arc<dyn EventBus> = Arc::new(MemBus::new(config.retain_events));
+        Self::with_services(config, fixtures, store, bus, ServiceMode::Embedded).await
+    }
+
+    /// Builds a state over the given store and bus and seeds the fixture users into the store.
+    pub async fn with_services(
+        config: Config,
+        fixtures: Fixtures,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        mode: ServiceMode,
+    ) -> Result<Self, StartupError> {
+        let passwords = PasswordHashing::new(
+            config.argon2_m_cost,
+            config.argon2_t_cost,
+            config.argon2_p_cost,
+        )
+        .map_err(|e| StartupError::Argon2(e.to_string()))?;
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => {
+                tracing::warn!(
+                    "APEX_JWT_SECRET is not set: using a random secret for this process; tokens \
+                     will not survive a restart or work on other instances"
+                );
+                let mut secret = vec![0u8; 32];
+                getrandom::fill(&mut secret).expect("the OS provides randomness");
+                secret
+            }
+        };
+        let tokens = TokenKeys::new(&secret, &config.jwt_issuer, &config.jwt_audience);
+
+        let hashes = futures_util::future::join_all(
+            fixtures
+                .users
+                .iter()
+                .map(|(user, _)| passwords.hash(user.password.clone())),
+        )
+        .await;
+        for ((user, records), password_hash) in fixtures.users.into_iter().zip(hashes) {
+            store
+                .upsert_user(UserRecord {
+                    id: user.id,
+                    email: user.email,
+                    name: user.name,
+                    password_hash,
+                    is_demo: false,
+                })
+                .await?;
+            store.set_usage(user.id, records).await?;
+        }
+        let dummy_hash = passwords.hash("not-a-real-password".into()).await;
+        let server_id = config
+            .server_id
+            .clone()
+            .unwrap_or_else(|| format!("apex-{}", &Uuid::new_v4().simple().to_string()[..8]));
+        Ok(Self(Arc::new(Inner {
+            server_id,
+            mode,
+            store,
+            bus,
+            tokens,
+            passwords,
+            dummy_hash,
+            pricing: Arc::new(fixtures.pricing),
+            metrics: Metrics::default(),
+            run_slots: RunSlots::default(),
+            runs: TaskTracker::new(),
+            runs_cancel: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            connections_close: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            config,
+        })))
+    }
+
+    /// Takes a run slot for the user, or `None` when they already have the maximum in flight.
+    pub fn try_run_slot(&self, user_id: Uuid) -> Option<RunSlot> {
+        let mut active = self
+            .run_slots
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = active.entry(user_id).or_default();
+        if *n >= self.config.max_runs_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(RunSlot {
+            state: self.clone(),
+            user_id,
+        })
+    }
+
+    /// True once shutdown began: no new runs are accepted.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,135 @@
+//! The in-process store of the embedded mode: maps behind one mutex, nothing on disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{MessageRecord, RunRecord, RunStatus, Store, StoreError, UserRecord};
+use crate::agents::UsageRecord;
+
+#[derive(Default)]
+struct Tables {
+    users: HashMap<Uuid, UserRecord>,
+    users_by_email: HashMap<String, Uuid>,
+    usage: HashMap<Uuid, Arc<Vec<UsageRecord>>>,
+    thread_owners: HashMap<Uuid, Uuid>,
+    messages: HashMap<Uuid, Vec<MessageRecord>>,
+    runs: HashMap<Uuid, RunRecord>,
+}
+
+/// In-process [`Store`].
+#[derive(Default)]
+pub struct MemStore {
+    tables: Mutex<Tables>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        // A panic while holding the lock leaves plain maps behind; they stay usable.
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn upsert_user(&self, user: UserRecord) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        let email = user.email.to_lowercase();
+        if let Some(other) = t.users_by_email.get(&email)
+            && *other != user.id
+        {
+            return Err(StoreError::Conflict(format!("email {email} is taken")));
+        }
+        t.users_by_email.insert(email, user.id);
+        t.users.insert(user.id, user);
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let t = self.tables();
+        Ok(t.users_by_email
+            .get(&email.to_lowercase())
+            .and_then(|id| t.users.get(id))
+            .cloned())
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.tables().users.get(&id).cloned())
+    }
+
+    async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError> {
+        self.tables().usage.insert(user_id, Arc::new(records));
+        Ok(())
+    }
+
+    async fn usage(&self, user_id: Uuid) -> Result<Arc<Vec<UsageRecord>>, StoreError> {
+        Ok(self
+            .tables()
+            .usage
+            .get(&user_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn claim_thread(&self, thread_id: Uuid, user_id: Uuid) -> Result<bool, StoreError> {
+        let mut t = self.tables();
+        Ok(*t.thread_owners.entry(thread_id).or_insert(user_id) == user_id)
+    }
+
+    async fn append_message(&self, message: MessageRecord) -> Result<(), StoreError> {
+        self.tables()
+            .messages
+            .entry(message.thread_id)
+            .or_default()
+            .push(message);
+        Ok(())
+    }
+
+    async fn messages(&self, thread_id: Uuid) -> Result<Vec<MessageRecord>, StoreError> {
+        Ok(self
+            .tables()
+            .messages
+            .get(&thread_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn start_run(&self, run: RunRecord) -> Result<(), StoreError> {
+        self.tables().runs.insert(run.id, run);
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        status: RunStatus,
+        result: Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        let run = t
+            .runs
+            .get_mut(&run_id)
+            .ok_or_else(|| StoreError::Conflict(format!("run {run_id} does not exist")))?;
+        run.status = status;
+        run.result = result;
+        Ok(())
+    }
+
+    async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self.tables().runs.get(&run_id).cloned())
+    }
+}

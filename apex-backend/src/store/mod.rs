@@ -1,0 +1,113 @@
+//! Durable state: users, their usage data, threads, messages and runs.
+//!
+//! [`Store`] is the seam between the backend and its database. The in-process [`MemStore`]
+//! serves the embedded mode and unit tests; a Postgres implementation slots in behind the same
+//! trait.
+
+mod mem;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::agents::UsageRecord;
+
+pub use mem::MemStore;
+
+/// A store operation that failed. Callers map it to 503s and error frames, never to panics.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store operation timed out")]
+    Timeout,
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// A user as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    pub is_demo: bool,
+}
+
+/// Who wrote a message in a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One message of a thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub thread_id: Uuid,
+    pub user_id: Uuid,
+    pub run_id: Option<Uuid>,
+    pub role: Role,
+    pub content: String,
+}
+
+/// Lifecycle of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+/// A run as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub thread_id: Uuid,
+    pub status: RunStatus,
+    /// The final result, or the partial results of the steps that finished.
+    pub result: Option<serde_json::Value>,
+}
+
+/// The backend's durable state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short name shown by `/ready` (`memory`, `postgres`).
+    fn kind(&self) -> &'static str;
+    /// Succeeds when the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a user; an existing user with the same id is replaced.
+    async fn upsert_user(&self, user: UserRecord) -> Result<(), StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Replaces a user's usage records.
+    async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError>;
+    async fn usage(&self, user_id: Uuid) -> Result<Arc<Vec<UsageRecord>>, StoreError>;
+
+    /// Creates the thread for `user_id`, or checks that an existing one belongs to them.
+    /// Returns false when the thread exists and belongs to someone else.
+    async fn claim_thread(&self, thread_id: Uuid, user_id: Uuid) -> Result<bool, StoreError>;
+    async fn append_message(&self, message: MessageRecord) -> Result<(), StoreError>;
+    async fn messages(&self, thread_id: Uuid) -> Result<Vec<MessageRecord>, StoreError>;
+
+    async fn start_run(&self, run: RunRecord) -> Result<(), StoreError>;
+    /// Sets a run's final status and result.
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        status: RunStatus,
+        result: Option<serde_json::Value>,
+    ) -> Result<(), StoreError>;
+    async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>, StoreError>;
+}

@@ -1,0 +1,118 @@
+//! Who is connecting: a ticket, a bearer header (original or load-balancer preserved), or a
+//! `jwt.<token>` subprotocol, whichever is present first in that order.
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+
+use crate::error::ApiError;
+use crate::http::auth::user_for_token;
+use crate::http::bearer_token;
+use crate::state::AppState;
+use crate::store::UserRecord;
+
+/// Subprotocols the server speaks besides `jwt.<token>`.
+const PROTOCOLS: &[&str] = &["jwt-auth", "apex.v1"];
+
+/// The subprotocol to echo: the first one the client offered that the server speaks.
+pub fn select_protocol(offered: &[String]) -> Option<&str> {
+    offered
+        .iter()
+        .map(String::as_str)
+        .find(|p| PROTOCOLS.contains(p) || p.starts_with("jwt."))
+}
+
+/// The JWT inside a `jwt.<token>` subprotocol. Clients send the compact JWT as is, or
+/// base64url-encoded as a whole.
+fn subprotocol_token(offered: &[String]) -> Option<String> {
+    let raw = offered.iter().find_map(|p| p.strip_prefix("jwt."))?;
+    if raw.matches('.').count() == 2 {
+        return Some(raw.to_owned());
+    }
+    decode_base64url(raw).and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+fn decode_base64url(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    Some(out)
+}
+
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    ticket: Option<&str>,
+    offered: &[String],
+) -> Result<UserRecord, ApiError> {
+    if let Some(ticket) = ticket {
+        let user_id = state
+            .bus
+            .redeem_ticket(ticket)
+            .await?
+            .ok_or(ApiError::InvalidTicket)?;
+        return state
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(ApiError::UnknownUser);
+    }
+    for name in [AUTHORIZATION.as_str(), "x-original-authorization"] {
+        if let Some(value) = headers.get(name) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(bearer_token)
+                .ok_or(ApiError::MissingToken)?;
+            return user_for_token(state, token).await;
+        }
+    }
+    match subprotocol_token(offered) {
+        Some(token) => user_for_token(state, &token).await,
+        None => Err(ApiError::MissingToken),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_the_first_protocol_the_server_speaks() {
+        let offered = vec![
+            "chat.v9".to_owned(),
+            "jwt.a.b.c".to_owned(),
+            "jwt-auth".to_owned(),
+        ];
+        assert_eq!(select_protocol(&offered), Some("jwt.a.b.c"));
+        assert_eq!(select_protocol(&["x".to_owned()]), None);
+    }
+
+    #[test]
+    fn reads_raw_and_base64url_tokens_from_the_subprotocol() {
+        assert_eq!(
+            subprotocol_token(&["jwt.a.b.c".into()]).as_deref(),
+            Some("a.b.c")
+        );
+        // "a.b.c" base64url-encoded.
+        assert_eq!(
+            subprotocol_token(&["jwt.YS5iLmM".into()]).as_deref(),
+            Some("a.b.c")
+        );
+    }
+}

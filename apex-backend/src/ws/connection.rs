@@ -1,0 +1,434 @@
+//! One WebSocket connection: delivers the user's stream in `seq` order, tracks
+//! acknowledgements and re-sends, answers client frames, and closes with the right code.
+//!
+//! Delivery keeps a cursor, the highest `seq` first-sent on this connection. A live event at
+//! the cursor or below is skipped, one beyond the next is preceded by a replay of the gap
+//! (a lagging connection recovers from the bus instead of losing events).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Duration, Instant, sleep_until};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::protocol::{
+    ClientFrame, ErrorCode, Event, MAX_FRAME_BYTES, close, error_frame, now_rfc3339,
+    parse_client_frame,
+};
+
+use crate::state::AppState;
+use crate::store::UserRecord;
+
+/// The socket is gone or unusable; the connection ends.
+#[derive(Debug)]
+struct Closed;
+
+struct Pending {
+    event: Arc<Event>,
+    due: Instant,
+    resends: u32,
+}
+
+/// Token bucket over client frames: `rate` per second, bursts of twice that.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: 2.0 * rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
+            .min(2.0 * self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: AppState,
+    user: UserRecord,
+    /// Highest `seq` first-sent on this connection.
+    cursor: u64,
+    /// Live delivery starts with the first client frame or after the resume window.
+    armed: bool,
+    pending: BTreeMap<u64, Pending>,
+    limiter: RateLimiter,
+}
+
+pub async fn serve(socket: WebSocket, state: AppState, user: UserRecord, last_seq: Option<u64>) {
+    let connection_id = Uuid::new_v4();
+    let span = tracing::info_span!("ws", %connection_id, user_id = %user.id);
+    serve_connection(socket, state, user, last_seq, connection_id)
+        .instrument(span)
+        .await;
+}
+
+async fn serve_connection(
+    socket: WebSocket,
+    state: AppState,
+    user: UserRecord,
+    last_seq: Option<u64>,
+    connection_id: Uuid,
+) {
+    state.metrics.connections_opened.fetch_add(1, Relaxed);
+    state.metrics.connections_open.fetch_add(1, Relaxed);
+    tracing::info!("connected");
+    // Subscribe before reading the head, so no event falls between the two.
+    let mut live = state.bus.subscribe(user.id);
+    let limiter = RateLimiter::new(state.config.rate_limit_per_sec);
+    let mut conn = Connection {
+        socket,
+        state: state.clone(),
+        user,
+        cursor: 0,
+        armed: false,
+        pending: BTreeMap::new(),
+        limiter,
+    };
+    // 1006: the socket went away without a close frame.
+    let code = conn
+        .serve(connection_id, &mut live, last_seq)
+        .await
+        .unwrap_or(1006);
+    tracing::info!(code, "disconnected");
+    state.metrics.connection_closed(code);
+}
+
+impl Connection {
+    /// Runs the connection to its end; returns the close code it ended with.
+    async fn serve(
+        &mut self,
+        connection_id: Uuid,
+        live: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+        last_seq: Option<u64>,
+    ) -> Result<u16, Closed> {
+        let head = match self.state.bus.head_seq(self.user.id).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(error = %e, "event bus unavailable at connect");
+                return self.close(close::INTERNAL, "event bus unavailable").await;
+            }
+        };
+        let established = json!({
+            "type": "connection_established",
+            "connection_id": connection_id,
+            "user_id": self.user.id,
+            "server_id": self.state.server_id,
+            "last_seq": head,
+            "timestamp": now_rfc3339(),
+            "payload": {
+                "connection_id": connection_id,
+                "user_id": self.user.id,
+                "server_id": self.state.server_id,
+                "last_seq": head,
+            },
+        });
+        self.send(established.to_string()).await?;
+        self.cursor = head;
+        if let Some(last_seq) = last_seq {
+            self.resume(last_seq).await?;
+            self.armed = true;
+        }
+        let arm_at = Instant::now() + self.state.config.resume_window();
+        let shutdown = self.state.connections_close.clone();
+
+        loop {
+            let next_due = self.pending.values().map(|p| p.due).min();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    return self.close(close::GOING_AWAY, "server shutting down").await;
+                }
+                incoming = self.socket.recv() => match incoming {
+                    None => return Ok(1006),
+                    Some(Err(e)) => {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("limit") {
+                            return self.close(close::TOO_BIG, "message too large").await;
+                        }
+                        tracing::debug!(error = %text, "socket error");
+                        return Ok(1006);
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        if text.len() > MAX_FRAME_BYTES {
+                            return self.close(close::TOO_BIG, "message exceeds 1 MiB").await;
+                        }
+                        self.on_text(&text).await?;
+                        self.armed = true;
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if bytes.len() > MAX_FRAME_BYTES {
+                            return self.close(close::TOO_BIG, "message exceeds 1 MiB").await;
+                        }
+                        self.send_error(ErrorCode::InvalidFrame, "binary frames are not supported; send JSON text frames", None).await?;
+                        self.armed = true;
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return Ok(frame.map_or(1005, |f| f.code));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                },
+                received = live.recv(), if self.armed => match received {
+                    Ok(event) => self.deliver(event).await?,
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "connection lagged; catching up from the bus");
+                        self.catch_up(u64::MAX).await?;
+                    }
+                    Err(RecvError::Closed) => {
+                        return self.close(close::INTERNAL, "event stream ended").await;
+                    }
+                },
+                () = sleep_until(next_due.unwrap_or(arm_at)), if next_due.is_some() => {
+                    self.redeliver_due().await?;
+                }
+                () = sleep_until(arm_at), if !self.armed => {
+                    self.armed = true;
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), Closed> {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    async fn send_error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        details: Option<serde_json::Value>,
+    ) -> Result<(), Closed> {
+        self.state.metrics.error_frames.fetch_add(1, Relaxed);
+        self.send(error_frame(code, message, details)).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) -> Result<u16, Closed> {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self.socket.send(Message::Close(Some(frame))).await;
+        Ok(code)
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Closed> {
+        if !self.limiter.allow() {
+            return self
+                .send_error(
+                    ErrorCode::RateLimited,
+                    "too many frames; slow down",
+                    Some(json!({ "limit_per_sec": self.state.config.rate_limit_per_sec })),
+                )
+                .await;
+        }
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.send_error(e.code(), &e.to_string(), None).await,
+        };
+        match frame {
+            ClientFrame::UserMessage {
+                content,
+                thread_id,
+                client_message_id,
+            } => {
+                let started = crate::run::start(
+                    &self.state,
+                    &self.user,
+                    content,
+                    thread_id,
+                    client_message_id,
+                )
+                .await;
+                if let Err(refused) = started {
+                    self.send_error(refused.code, &refused.message, None)
+                        .await?;
+                }
+                Ok(())
+            }
+            ClientFrame::Ack { seq } => {
+                self.pending = self.pending.split_off(&(seq.saturating_add(1)));
+                Ok(())
+            }
+            ClientFrame::Resume { last_seq } => self.resume(last_seq).await,
+            ClientFrame::Ping { payload } => {
+                self.send(
+                    json!({ "type": "pong", "timestamp": now_rfc3339(), "payload": payload })
+                        .to_string(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// First send of an event: advances the cursor and awaits its acknowledgement.
+    async fn send_first(&mut self, event: Arc<Event>) -> Result<(), Closed> {
+        self.send(event.to_json(false)).await?;
+        self.state.metrics.events_sent.fetch_add(1, Relaxed);
+        self.cursor = event.seq;
+        let due = Instant::now() + self.state.config.redelivery_timeout();
+        self.pending.insert(
+            event.seq,
+            Pending {
+                event,
+                due,
+                resends: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// A live event from the bus.
+    async fn deliver(&mut self, event: Arc<Event>) -> Result<(), Closed> {
+        if event.seq <= self.cursor {
+            return Ok(());
+        }
+        if event.seq > self.cursor + 1 {
+            self.catch_up(event.seq - 1).await?;
+        }
+        if event.seq == self.cursor + 1 {
+            self.send_first(event).await?;
+        }
+        Ok(())
+    }
+
+    /// First-sends the retained events after the cursor, up to `until`.
+    async fn catch_up(&mut self, until: u64) -> Result<(), Closed> {
+        let replay = match self.state.bus.replay(self.user.id, self.cursor).await {
+            Ok(replay) => replay,
+            Err(e) => {
+                tracing::error!(error = %e, "replay failed");
+                return self
+                    .send_error(
+                        ErrorCode::ServiceUnavailable,
+                        "events could not be replayed; send resume to retry",
+                        None,
+                    )
+                    .await;
+            }
+        };
+        if let Some(oldest) = replay.truncated_from {
+            self.send_error(
+                ErrorCode::ReplayTruncated,
+                "some events were dropped by retention before they could be delivered",
+                Some(json!({ "oldest_seq": oldest, "requested_after": self.cursor })),
+            )
+            .await?;
+        }
+        for event in replay.events.into_iter().filter(|e| e.seq <= until) {
+            self.send_first(event).await?;
+        }
+        Ok(())
+    }
+
+    /// `resume {last_seq}`: every retained event after `last_seq`, in order. Events this
+    /// connection had already sent go out again marked `redelivery`.
+    async fn resume(&mut self, last_seq: u64) -> Result<(), Closed> {
+        let head = match self.state.bus.head_seq(self.user.id).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(error = %e, "head lookup failed");
+                return self
+                    .send_error(
+                        ErrorCode::ServiceUnavailable,
+                        "the event stream is unavailable; retry",
+                        None,
+                    )
+                    .await;
+            }
+        };
+        if last_seq > head {
+            return self
+                .send_error(
+                    ErrorCode::InvalidSeq,
+                    &format!("last_seq {last_seq} is ahead of the stream (last seq {head})"),
+                    Some(json!({ "last_seq": head })),
+                )
+                .await;
+        }
+        if !self.armed {
+            // Nothing was sent on this connection yet: the replay is its first delivery.
+            self.cursor = last_seq;
+        }
+        let replay = match self.state.bus.replay(self.user.id, last_seq).await {
+            Ok(replay) => replay,
+            Err(e) => {
+                tracing::error!(error = %e, "replay failed");
+                return self
+                    .send_error(
+                        ErrorCode::ServiceUnavailable,
+                        "events could not be replayed; retry",
+                        None,
+                    )
+                    .await;
+            }
+        };
+        if let Some(oldest) = replay.truncated_from {
+            self.send_error(ErrorCode::ReplayTruncated, "events after last_seq were dropped by retention; replaying from the oldest retained", Some(json!({ "oldest_seq": oldest, "requested_after": last_seq }))).await?;
+        }
+        for event in replay.events {
+            if event.seq <= self.cursor {
+                self.send(event.to_json(true)).await?;
+            } else {
+                self.send_first(event).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-sends unacknowledged events whose time is up; gives up after the last re-send.
+    async fn redeliver_due(&mut self) -> Result<(), Closed> {
+        let now = Instant::now();
+        let timeout: Duration = self.state.config.redelivery_timeout();
+        let max = self.state.config.max_redeliveries;
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in due {
+            let Some(pending) = self.pending.get_mut(&seq) else {
+                continue;
+            };
+            if pending.resends >= max {
+                self.pending.remove(&seq);
+                self.state
+                    .metrics
+                    .events_unacked_dropped
+                    .fetch_add(1, Relaxed);
+                continue;
+            }
+            pending.resends += 1;
+            pending.due = now + timeout;
+            let text = pending.event.to_json(true);
+            self.state.metrics.events_redelivered.fetch_add(1, Relaxed);
+            self.send(text).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of apex-backend: a real server on 127.0.0.1:0, real HTTP and WebSocket
+//! clients. One test binary for the crate keeps link time down.
+
+mod agents;
+mod auth;
+mod bad_input;
+mod delivery;
+mod golden_path;
+mod isolation;
+mod operations;
+mod support;

@@ -1,0 +1,119 @@
+//! Health, readiness, metrics, demo mode and graceful shutdown.
+
+use serde_json::Value;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn health_ready_and_metrics_report_the_service() {
+    let server = TestServer::start().await;
+    let health: Value = server
+        .http
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let response = server.http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let ready: Value = response.json().await.unwrap();
+    assert_eq!(ready["mode"], "embedded");
+    assert_eq!(ready["dependencies"]["store"]["ok"], true);
+    assert_eq!(ready["dependencies"]["bus"]["kind"], "memory");
+
+    let mut client = server.client(ALICE).await;
+    client.ask("where am I wasting money?").await;
+    let _ = server
+        .post(
+            "/api/auth/login",
+            serde_json::json!({ "email": ALICE, "password": "nope" }),
+        )
+        .await;
+    drop(client);
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "apex_runs_total{outcome=\"completed\"} 1",
+        "apex_events_sent_total 11",
+        "apex_logins_total{result=\"ok\"} 1",
+        "apex_logins_total{result=\"failed\"} 1",
+        "apex_ws_connections_opened_total 1",
+        "apex_journey_duration_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn demo_mode_is_off_by_default_and_gives_each_session_its_own_identity() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .post(server.url("/api/auth/demo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    let server = TestServer::start_with(|c| c.demo_mode = true).await;
+    let (status, first) = server.post("/api/auth/demo", Value::Null).await;
+    assert_eq!(status, 200);
+    let (_, second) = server.post("/api/auth/demo", Value::Null).await;
+    assert_ne!(first["user"]["id"], second["user"]["id"]);
+    let token = first["access_token"].as_str().unwrap().to_owned();
+    let mut client = WsClient::connect(&server, Transport::Header(token))
+        .await
+        .unwrap();
+    assert_eq!(client.established["user_id"], first["user"]["id"]);
+    let events = client.ask("where am I wasting money?").await;
+    assert_complete_run(&events);
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_run_finish_then_closes_with_1001() {
+    let server = TestServer::start_with(|c| c.think_time_ms = 30).await;
+    let mut client = server.client(ALICE).await;
+    client.message("where am I wasting money?").await;
+    let first = client.next().await.unwrap();
+    assert_eq!(first["type"], "agent_started");
+    let stopping = tokio::spawn(server.stop());
+    let (events, _) = client.run_events(true).await;
+    assert_eq!(events.last().unwrap()["type"], "agent_completed");
+    assert_eq!(client.close_code().await, Some(1001));
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn runs_past_the_grace_period_are_marked_interrupted() {
+    let server = TestServer::start_with(|c| {
+        c.think_time_ms = 400;
+        c.shutdown_grace_secs = 0;
+    })
+    .await;
+    let state = server.state.clone();
+    let mut client = server.client(ALICE).await;
+    client.message("where am I wasting money?").await;
+    let started = client.next().await.unwrap();
+    let run_id: uuid::Uuid = started["run_id"].as_str().unwrap().parse().unwrap();
+    server.stop().await;
+    let run = state.store.run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, apex_backend::store::RunStatus::Interrupted);
+    let mut kinds = Vec::new();
+    while let Ok(Some(frame)) = client.next_within(std::time::Duration::from_secs(2)).await {
+        kinds.push(frame["type"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        kinds.contains(&"agent_error".to_owned()),
+        "the user is told: {kinds:?}"
+    );
+}
