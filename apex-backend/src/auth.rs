@@ -42,7 +42,7 @@ pub enum TokenError {
     BadAlgorithm,
     #[error("token issuer or audience is wrong")]
     WrongIssuerOrAudience,
-    #[error("token is not an {0} token")]
+    #[error("wrong token type: expected {0}")]
     WrongType(&'static str),
     #[error("token is malformed")]
     Malformed,
@@ -81,6 +81,7 @@ impl TokenKeys {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -134,8 +135,8 @@ impl TokenKeys {
             })?;
         if data.claims.token_type != expected {
             return Err(TokenError::WrongType(match expected {
-                TokenType::Access => "access",
-                TokenType::Refresh => "refresh",
+                TokenType::Access => "an access token",
+                TokenType::Refresh => "a refresh token",
             }));
         }
         Ok(data.claims)
@@ -221,7 +222,7 @@ mod tests {
         let token = keys().issue(Uuid::new_v4(), "a@apex.test", TokenType::Refresh, 60);
         assert_eq!(
             keys().verify(&token, TokenType::Access),
-            Err(TokenError::WrongType("access"))
+            Err(TokenError::WrongType("an access token"))
         );
     }
 

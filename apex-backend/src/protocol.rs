@@ -14,8 +14,6 @@ pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub mod close {
     /// Server shutting down.
     pub const GOING_AWAY: u16 = 1001;
-    /// Authentication failed after the upgrade.
-    pub const POLICY: u16 = 1008;
     /// Frame larger than [`super::MAX_FRAME_BYTES`].
     pub const TOO_BIG: u16 = 1009;
     /// A genuine internal failure; never for a client mistake.

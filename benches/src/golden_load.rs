@@ -1,1 +1,369 @@
-fn main() {}
+//! `golden-load`: runs N golden-path journeys at concurrency C against apex-backend and prints
+//! journeys/s, journey latency percentiles and the server's CPU-seconds per 1,000 journeys.
+//!
+//! A journey: HTTP login → WebSocket connect (bearer header) → `user_message` → read frames
+//! until `agent_completed`, checking the eleven event types and gap-free `seq` → cumulative
+//! `ack` → close. By default the release `apex-backend` next to this binary is started as a
+//! child process (embedded mode, cheapest argon2 parameters so the login hash does not drown
+//! the measurement), and its CPU time is read from `/proc/<pid>/stat`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const EVENT_TYPES: [&str; 11] = [
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "golden-load",
+    about = "Golden-path journeys against apex-backend: throughput, latency, server CPU"
+)]
+struct Args {
+    /// Journeys to measure (after the warm-up).
+    #[arg(long, default_value_t = 2000)]
+    journeys: usize,
+    /// Journeys in flight at once.
+    #[arg(long, default_value_t = 20)]
+    concurrency: usize,
+    /// Unmeasured journeys first.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// A running server (`http://HOST:PORT`) instead of starting one; no server CPU figure then.
+    #[arg(long)]
+    target: Option<String>,
+    /// The apex-backend binary to start (default: next to this binary).
+    #[arg(long)]
+    backend_bin: Option<std::path::PathBuf>,
+    /// Think time the started backend puts between events.
+    #[arg(long, default_value_t = 0)]
+    think_time_ms: u64,
+    /// Users to log in as, round-robin (all have password `correct-horse`). Default: the 48
+    /// virtual users of the fixtures, so concurrent journeys rarely share a user's stream.
+    #[arg(long, value_delimiter = ',')]
+    users: Vec<String>,
+}
+
+struct Backend {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_backend(args: &Args) -> Backend {
+    let bin = args.backend_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("apex-backend")
+    });
+    let mut child = Command::new(&bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--argon2-m-cost",
+            "8",
+            "--argon2-t-cost",
+            "1",
+        ])
+        .args(["--think-time-ms", &args.think_time_ms.to_string()])
+        .args(["--rate-limit-per-sec", "1000"])
+        .env("APEX_JWT_SECRET", "golden-load")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it: cargo build --release -p apex-backend)",
+                bin.display()
+            )
+        });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("backend prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Backend {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`; utime and stime are the 14th and 15th fields overall.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// One verified journey. Other connections of the same user receive this run's events too
+/// (and this one theirs), so the run is found by the `client_message_id` it echoes and only
+/// its events are checked; `seq` must be gap-free across everything this connection gets.
+async fn journey(
+    http: &reqwest::Client,
+    base: &str,
+    email: &str,
+    id: usize,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let login: Value = http
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({ "email": email, "password": "correct-horse" }))
+        .send()
+        .await
+        .map_err(|e| format!("login: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("login body: {e}"))?;
+    let token = login["access_token"]
+        .as_str()
+        .ok_or("login: no access_token")?;
+
+    let ws_url = format!("{}/ws", base.replacen("http", "ws", 1));
+    let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().map_err(|_| "header")?,
+    );
+    let host = base.trim_start_matches("http://");
+    let tcp = TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let message_id = format!("golden-load-{id}");
+    let message = json!({
+        "type": "user_message",
+        "payload": { "content": "Where am I wasting money on LLM calls?", "message_id": message_id },
+    });
+    ws.send(Message::Text(message.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut expected = EVENT_TYPES.iter();
+    let mut last_seq: Option<u64> = None;
+    let mut run_id: Option<String> = None;
+    loop {
+        let message = ws
+            .next()
+            .await
+            .ok_or("closed early")?
+            .map_err(|e| e.to_string())?;
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let Some(seq) = frame["seq"].as_u64() else {
+            if frame["type"] == "error" {
+                return Err(format!("error frame: {frame}"));
+            }
+            continue;
+        };
+        if let Some(last) = last_seq
+            && seq != last + 1
+        {
+            return Err(format!("seq {seq} after {last}"));
+        }
+        last_seq = Some(seq);
+        let kind = frame["type"].as_str().unwrap_or_default();
+        let this_run = frame["run_id"].as_str().unwrap_or_default();
+        match &run_id {
+            None if kind == "agent_started"
+                && frame["payload"]["client_message_id"] == message_id.as_str() =>
+            {
+                run_id = Some(this_run.to_owned());
+            }
+            Some(mine) if mine == this_run => {}
+            _ => continue,
+        }
+        if Some(&kind) != expected.next() {
+            return Err(format!("unexpected {kind}"));
+        }
+        if kind == "agent_completed" {
+            if !frame["payload"]["result"]["total_calls"].is_u64() {
+                return Err("agent_completed without result".into());
+            }
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let ack = json!({ "type": "ack", "seq": last_seq }).to_string();
+    let _ = ws.send(Message::Text(ack.into())).await;
+    let _ = ws.close(None).await;
+    Ok(elapsed)
+}
+
+async fn run(
+    base: Arc<str>,
+    users: Arc<[String]>,
+    journeys: usize,
+    concurrency: usize,
+) -> (Vec<Duration>, Vec<String>, Duration) {
+    let http = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, base, users, next) =
+                (http.clone(), base.clone(), users.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= journeys {
+                        return (latencies, failures);
+                    }
+                    match journey(&http, &base, &users[i % users.len()], i).await {
+                        Ok(latency) => latencies.push(latency),
+                        Err(e) => failures.push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(journeys);
+    let mut failures = Vec::new();
+    for worker in workers {
+        let (l, f) = worker.await.expect("worker does not panic");
+        latencies.extend(l);
+        failures.extend(f);
+    }
+    (latencies, failures, started.elapsed())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize - 1;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Args::parse();
+    let backend = args.target.is_none().then(|| start_backend(&args));
+    let base: Arc<str> = match (&backend, &args.target) {
+        (Some(b), _) => b.base.clone().into(),
+        (None, Some(t)) => t.trim_end_matches('/').into(),
+        (None, None) => unreachable!(),
+    };
+    let users: Arc<[String]> = if args.users.is_empty() {
+        (1..=48).map(|n| format!("vu{n:02}@apex.test")).collect()
+    } else {
+        args.users.clone().into()
+    };
+    let pid = backend.as_ref().map(|b| b.child.id());
+
+    let (_, warm_failures, _) =
+        run(base.clone(), users.clone(), args.warmup, args.concurrency).await;
+    if let Some(e) = warm_failures.first() {
+        eprintln!("warm-up failure: {e}");
+    }
+    let server_cpu_before = pid.map(cpu_seconds);
+    let own_cpu_before = cpu_seconds(std::process::id());
+    let (mut latencies, failures, wall) =
+        run(base.clone(), users, args.journeys, args.concurrency).await;
+    let own_cpu = cpu_seconds(std::process::id()) - own_cpu_before;
+    let server_cpu = pid
+        .map(cpu_seconds)
+        .zip(server_cpu_before)
+        .map(|(after, before)| after - before);
+    latencies.sort();
+
+    let completed = latencies.len();
+    println!(
+        "golden-load: {} journeys at concurrency {} against {base}{}",
+        args.journeys,
+        args.concurrency,
+        if backend.is_some() {
+            " (apex-backend child, embedded, think time {}ms)"
+                .replace("{}", &args.think_time_ms.to_string())
+        } else {
+            String::new()
+        }
+    );
+    println!("  completed         {completed}  failed {}", failures.len());
+    println!(
+        "  journeys/s        {:.0}",
+        completed as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  latency ms        p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    );
+    if let Some(cpu) = server_cpu {
+        println!(
+            "  server CPU        {cpu:.2} s  ({:.3} s per 1,000 journeys)",
+            cpu * 1000.0 / completed.max(1) as f64
+        );
+    }
+    println!(
+        "  client CPU        {own_cpu:.2} s  ({:.3} s per 1,000 journeys)",
+        own_cpu * 1000.0 / completed.max(1) as f64
+    );
+    for failure in failures.iter().take(5) {
+        println!("  failure: {failure}");
+    }
+    drop(backend);
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
+}

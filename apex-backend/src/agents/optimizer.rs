@@ -145,8 +145,8 @@ pub fn analyze_costs(records: &[UsageRecord], pricing: &Pricing, monthly_factor:
                 latency: Direction::Improves,
                 throughput: Direction::Improves,
                 note: format!(
-                    "{to} is cheaper and faster on short prompts; check answer quality on the \
-                     affected features with an eval before switching"
+                    "Switching to {to} is cheaper and faster on short prompts; check answer \
+                     quality on the affected features with an eval first"
                 ),
             },
         })
@@ -165,7 +165,7 @@ pub fn analyze_costs(records: &[UsageRecord], pricing: &Pricing, monthly_factor:
                 quality: Direction::Unchanged,
                 latency: Direction::Improves,
                 throughput: Direction::Improves,
-                note: "identical prompts get the identical answer from a cache in milliseconds \
+                note: "Identical prompts get the identical answer from a cache in milliseconds \
                        and free provider rate limit; stale answers are the risk if the prompt's \
                        context changes"
                     .into(),

@@ -180,7 +180,7 @@ fn describe(rec: &Recommendation) -> String {
             rec.to_model.as_deref().unwrap_or("?"),
             rec.affected_calls,
             usd(rec.monthly_savings_usd),
-            capitalise(&effect.note),
+            effect.note,
         ),
         RecommendationKind::ResponseCache => format!(
             "**Cache repeated prompts**: {} repeat calls of {} distinct prompts, saves **{}/month**. \
@@ -188,7 +188,7 @@ fn describe(rec: &Recommendation) -> String {
             rec.affected_calls,
             rec.distinct_prompts.unwrap_or(0),
             usd(rec.monthly_savings_usd),
-            capitalise(&effect.note),
+            effect.note,
         ),
     }
 }
@@ -199,14 +199,6 @@ fn word(direction: Direction) -> &'static str {
         Direction::Unchanged => "unchanged",
         Direction::AtRisk => "at risk",
     }
-}
-
-fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

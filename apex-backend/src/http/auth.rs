@@ -129,7 +129,7 @@ pub async fn demo(State(state): State<AppState>) -> Result<Json<TokenResponse>, 
 
 /// Resolves the request's bearer access token to its user.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
-    let token = super::request_bearer(headers).ok_or(ApiError::MissingToken)?;
+    let token = super::request_bearer(headers).ok_or(ApiError::MissingToken)??;
     user_for_token(state, token).await
 }
 

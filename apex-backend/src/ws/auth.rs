@@ -2,23 +2,24 @@
 //! `jwt.<token>` subprotocol, whichever is present first in that order.
 
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 
 use crate::error::ApiError;
 use crate::http::auth::user_for_token;
-use crate::http::bearer_token;
+use crate::http::request_bearer;
 use crate::state::AppState;
 use crate::store::UserRecord;
 
 /// Subprotocols the server speaks besides `jwt.<token>`.
 const PROTOCOLS: &[&str] = &["jwt-auth", "apex.v1"];
 
-/// The subprotocol to echo: the first one the client offered that the server speaks.
+/// The subprotocol to echo: the first offered one the server speaks, preferring a named
+/// protocol over `jwt.<token>` so the token is not echoed into response headers (and logs)
+/// when the client offers both.
 pub fn select_protocol(offered: &[String]) -> Option<&str> {
-    offered
-        .iter()
-        .map(String::as_str)
-        .find(|p| PROTOCOLS.contains(p) || p.starts_with("jwt."))
+    let offered = || offered.iter().map(String::as_str);
+    offered()
+        .find(|p| PROTOCOLS.contains(p))
+        .or_else(|| offered().find(|p| p.starts_with("jwt.")))
 }
 
 /// The JWT inside a `jwt.<token>` subprotocol. Clients send the compact JWT as is, or
@@ -72,15 +73,8 @@ pub async fn authenticate(
             .await?
             .ok_or(ApiError::UnknownUser);
     }
-    for name in [AUTHORIZATION.as_str(), "x-original-authorization"] {
-        if let Some(value) = headers.get(name) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(bearer_token)
-                .ok_or(ApiError::MissingToken)?;
-            return user_for_token(state, token).await;
-        }
+    if let Some(token) = request_bearer(headers) {
+        return user_for_token(state, token?).await;
     }
     match subprotocol_token(offered) {
         Some(token) => user_for_token(state, &token).await,
@@ -99,7 +93,11 @@ mod tests {
             "jwt.a.b.c".to_owned(),
             "jwt-auth".to_owned(),
         ];
-        assert_eq!(select_protocol(&offered), Some("jwt.a.b.c"));
+        assert_eq!(select_protocol(&offered), Some("jwt-auth"));
+        assert_eq!(
+            select_protocol(&["jwt.a.b.c".to_owned()]),
+            Some("jwt.a.b.c")
+        );
         assert_eq!(select_protocol(&["x".to_owned()]), None);
     }
 

@@ -71,6 +71,9 @@ struct Connection {
     user: UserRecord,
     /// Highest `seq` first-sent on this connection.
     cursor: u64,
+    /// Lowest `seq` sent on this connection; with `cursor` it bounds what was sent here
+    /// (sends are in order, so the range is contiguous).
+    sent_lo: Option<u64>,
     /// Live delivery starts with the first client frame or after the resume window.
     armed: bool,
     pending: BTreeMap<u64, Pending>,
@@ -103,6 +106,7 @@ async fn serve_connection(
         state: state.clone(),
         user,
         cursor: 0,
+        sent_lo: None,
         armed: false,
         pending: BTreeMap::new(),
         limiter,
@@ -159,6 +163,10 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
+                    // Runs have finished by now: deliver what they published, then close.
+                    if self.armed {
+                        self.catch_up(u64::MAX).await?;
+                    }
                     return self.close(close::GOING_AWAY, "server shutting down").await;
                 }
                 incoming = self.socket.recv() => match incoming {
@@ -186,6 +194,8 @@ impl Connection {
                         self.armed = true;
                     }
                     Some(Ok(Message::Close(frame))) => {
+                        // The WebSocket layer queued the echoing close frame; flush it out.
+                        let _ = futures_util::SinkExt::close(&mut self.socket).await;
                         return Ok(frame.map_or(1005, |f| f.code));
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -237,16 +247,19 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Closed> {
-        if !self.limiter.allow() {
+        let frame = parse_client_frame(text);
+        // Acks are exempt: they are cheap, and dropping one would cause redeliveries.
+        if !matches!(frame, Ok(ClientFrame::Ack { .. })) && !self.limiter.allow() {
+            let details = json!({ "limit_per_sec": self.state.config.rate_limit_per_sec });
             return self
                 .send_error(
                     ErrorCode::RateLimited,
                     "too many frames; slow down",
-                    Some(json!({ "limit_per_sec": self.state.config.rate_limit_per_sec })),
+                    Some(details),
                 )
                 .await;
         }
-        let frame = match parse_client_frame(text) {
+        let frame = match frame {
             Ok(frame) => frame,
             Err(e) => return self.send_error(e.code(), &e.to_string(), None).await,
         };
@@ -290,6 +303,7 @@ impl Connection {
         self.send(event.to_json(false)).await?;
         self.state.metrics.events_sent.fetch_add(1, Relaxed);
         self.cursor = event.seq;
+        self.sent_lo = Some(self.sent_lo.map_or(event.seq, |lo| lo.min(event.seq)));
         let due = Instant::now() + self.state.config.redelivery_timeout();
         self.pending.insert(
             event.seq,
@@ -346,7 +360,8 @@ impl Connection {
     }
 
     /// `resume {last_seq}`: every retained event after `last_seq`, in order. Events this
-    /// connection had already sent go out again marked `redelivery`.
+    /// connection had already sent go out again marked `redelivery`; older ones go out
+    /// unmarked.
     async fn resume(&mut self, last_seq: u64) -> Result<(), Closed> {
         let head = match self.state.bus.head_seq(self.user.id).await {
             Ok(head) => head,
@@ -390,9 +405,17 @@ impl Connection {
         if let Some(oldest) = replay.truncated_from {
             self.send_error(ErrorCode::ReplayTruncated, "events after last_seq were dropped by retention; replaying from the oldest retained", Some(json!({ "oldest_seq": oldest, "requested_after": last_seq }))).await?;
         }
+        // What was sent here before this resume; sends are in order, so it is one range.
+        let (sent_lo, sent_hi) = (self.sent_lo.unwrap_or(u64::MAX), self.cursor);
         for event in replay.events {
-            if event.seq <= self.cursor {
+            if (sent_lo..=sent_hi).contains(&event.seq) {
                 self.send(event.to_json(true)).await?;
+            } else if event.seq <= sent_hi {
+                // Older than anything sent here: a first delivery on this connection, below
+                // the cursor because the client asked for it.
+                self.send(event.to_json(false)).await?;
+                self.state.metrics.events_sent.fetch_add(1, Relaxed);
+                self.sent_lo = Some(self.sent_lo.map_or(event.seq, |lo| lo.min(event.seq)));
             } else {
                 self.send_first(event).await?;
             }

@@ -200,3 +200,26 @@ async fn tickets_need_a_valid_bearer_token() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["expires_in"].as_u64().unwrap() <= 300);
 }
+
+#[tokio::test]
+async fn a_present_non_bearer_authorization_header_is_not_skipped() {
+    let server = TestServer::start().await;
+    let token = server.login(ALICE).await;
+    let response = server
+        .http
+        .post(server.url("/api/websocket/ticket"))
+        .header("authorization", "Basic YWxpY2U6eA==")
+        .header("x-original-authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = server
+        .http
+        .post(server.url("/api/websocket/ticket"))
+        .header("x-original-authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -96,3 +96,19 @@ async fn flooding_frames_get_rate_limited_error_frames() {
     assert!(limited >= 15, "pongs {pongs}, limited {limited}");
     assert!(pongs >= 10, "the burst allowance is honoured: {pongs}");
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let mut client = server.client(ALICE).await;
+    client.stream.close(None).await.unwrap();
+    let mut answered = false;
+    while let Some(Ok(message)) = tokio::time::timeout(FRAME_TIMEOUT, client.stream.next())
+        .await
+        .unwrap()
+    {
+        answered |= message.is_close();
+    }
+    assert!(answered, "the server echoes the close handshake");
+}

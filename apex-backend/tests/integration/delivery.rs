@@ -156,3 +156,37 @@ async fn resume_past_retention_says_what_was_lost() {
         "already sent here: marked"
     );
 }
+
+#[tokio::test]
+async fn a_late_resume_marks_only_what_this_connection_already_sent() {
+    let server = TestServer::start().await;
+    let token = server.login(CAROL).await;
+    let mut earlier = WsClient::connect(&server, Transport::Header(token.clone()))
+        .await
+        .unwrap();
+    let before = earlier.ask("what do I spend?").await;
+    assert_eq!(seqs(&before), (1..=11).collect::<Vec<_>>());
+
+    let mut client = WsClient::connect(&server, Transport::Header(token))
+        .await
+        .unwrap();
+    assert_eq!(client.established["last_seq"], 11);
+    let here = client.ask("and now?").await;
+    assert_eq!(seqs(&here), (12..=22).collect::<Vec<_>>());
+    client
+        .send(json!({ "type": "resume", "last_seq": 5 }))
+        .await;
+    let mut replayed = Vec::new();
+    for _ in 6..=22 {
+        replayed.push(client.next().await.unwrap());
+    }
+    assert_eq!(seqs(&replayed), (6..=22).collect::<Vec<_>>());
+    for event in &replayed {
+        let seq = event["seq"].as_u64().unwrap();
+        assert_eq!(
+            event.get("redelivery").is_some(),
+            seq >= 12,
+            "seq {seq}: {event}"
+        );
+    }
+}
