@@ -116,7 +116,55 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true")]
     pub demo_mode: bool,
 
-    /// Name of this instance in `connection_established.server_id` (default: random).
+    /// Postgres URL. With `--redis-url`, selects the external service mode.
+    #[arg(long, env = "APEX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL. With `--database-url`, selects the external service mode.
+    #[arg(long, env = "APEX_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Postgres schema holding the tables (created if missing).
+    #[arg(long, env = "APEX_DATABASE_SCHEMA", default_value = "apex")]
+    pub database_schema: String,
+
+    /// Prefix of every Redis key and channel, so deployments can share a Redis.
+    #[arg(long, env = "APEX_REDIS_PREFIX", default_value = "apex:")]
+    pub redis_prefix: String,
+
+    /// Upper bound of each Postgres operation, in milliseconds.
+    #[arg(long, env = "APEX_DATABASE_TIMEOUT_MS", default_value_t = 1000)]
+    pub database_timeout_ms: u64,
+
+    /// Upper bound of each Redis operation, in milliseconds; beyond it the bus degrades to
+    /// in-process delivery until Redis answers again.
+    #[arg(long, env = "APEX_REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+
+    /// Postgres connections in the pool.
+    #[arg(long, env = "APEX_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Skip the migrations at start (the schema is managed elsewhere).
+    #[arg(long, env = "APEX_NO_MIGRATE", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub no_migrate: bool,
+
+    /// Refuse to fall back to embedded in-process stores when no services are configured.
+    #[arg(long, env = "APEX_REQUIRE_SERVICES", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub require_services: bool,
+
+    /// A running run whose instance has not reported progress for this long is marked
+    /// interrupted by any instance.
+    #[arg(long, env = "APEX_RUN_STALE_SECS", default_value_t = 30)]
+    pub run_stale_secs: u64,
+
+    /// Name of this instance in `connection_established.server_id` and in the runs it owns.
+    /// Give each instance a stable name so that after a restart it marks its own unfinished
+    /// runs interrupted at once (default: random).
     #[arg(long, env = "APEX_SERVER_ID")]
     pub server_id: Option<String>,
 
@@ -163,6 +211,18 @@ impl Config {
 
     pub fn think_time(&self) -> Duration {
         Duration::from_millis(self.think_time_ms)
+    }
+
+    pub fn run_stale_after(&self) -> Duration {
+        Duration::from_secs(self.run_stale_secs)
+    }
+
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_millis(self.database_timeout_ms)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

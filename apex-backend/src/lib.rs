@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod run;
+pub mod services;
 pub mod state;
 pub mod store;
 pub mod ws;
@@ -77,6 +78,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let drain = state.clone();
+    let sweeper = tokio::spawn(sweep_orphaned_runs(state.clone()));
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -85,6 +87,7 @@ pub async fn serve(
         })
         .await?;
 
+    sweeper.abort();
     state.runs.close();
     if tokio::time::timeout(state.config.shutdown_grace(), state.runs.wait())
         .await
@@ -104,6 +107,18 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Marks interrupted the runs orphaned by a restart of this instance (at once) and by dead
+/// instances (when their heartbeat goes stale), and keeps looking.
+async fn sweep_orphaned_runs(state: AppState) {
+    let every = (state.config.run_stale_after() / 2).max(Duration::from_millis(500));
+    loop {
+        if let Err(e) = run::interrupt_orphaned_runs(&state).await {
+            tracing::warn!(error = %e, "could not sweep orphaned runs");
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -129,7 +144,8 @@ pub async fn shutdown_signal() {
 /// The binary's job: build the state, bind, print `listening on ADDR`, serve until a signal.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let addr = config.listen;
-    let state = AppState::embedded(config).await?;
+    let allow_embedded = !config.require_services;
+    let state = AppState::start(config, allow_embedded).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;

@@ -3,6 +3,7 @@
 //! A run belongs to the user, not to the connection that asked for it: it keeps going when the
 //! connection drops, and its events wait on the user's stream for `resume`.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use crate::agents::data_helper::fetch_usage_data;
 use crate::agents::optimizer::analyze_costs;
 use crate::agents::report::generate_report;
 use crate::bus::BusError;
-use crate::protocol::{ErrorCode, EventDraft, EventType};
+use crate::protocol::{ErrorCode, Event, EventDraft, EventType};
 use crate::state::{AppState, RunSlot};
 use crate::store::{MessageRecord, Role, RunRecord, RunStatus, StoreError, UserRecord};
 
@@ -56,8 +57,9 @@ impl From<StoreError> for RunRefused {
     }
 }
 
+/// Why a run (or one of its events) did not make it.
 #[derive(Debug, thiserror::Error)]
-enum RunFailure {
+pub enum RunFailure {
     #[error("interrupted by server shutdown")]
     Interrupted,
     #[error(transparent)]
@@ -67,6 +69,8 @@ enum RunFailure {
 }
 
 struct RunContext {
+    /// Events published but not yet in the store's log; written at each checkpoint.
+    log: std::sync::Mutex<Vec<Arc<Event>>>,
     user_id: Uuid,
     email: String,
     run_id: Uuid,
@@ -120,11 +124,13 @@ pub async fn start(
             id: run_id,
             user_id: user.id,
             thread_id,
+            server_id: state.server_id.clone(),
             status: RunStatus::Running,
             result: None,
         })
         .await?;
     let context = RunContext {
+        log: std::sync::Mutex::default(),
         user_id: user.id,
         email: user.email.clone(),
         run_id,
@@ -170,16 +176,69 @@ async fn execute(state: AppState, _slot: RunSlot, run: RunContext) {
     }
     let payload =
         json!({ "code": code, "message": failure.to_string(), "partial_results": partial });
-    if let Err(e) = state
-        .bus
-        .publish(
-            run.user_id,
-            draft(&run, EventType::AgentError, SUPERVISOR, payload),
-        )
-        .await
-    {
+    let event = draft(&run, EventType::AgentError, SUPERVISOR, payload);
+    if let Err(e) = publish_durable(&state, run.user_id, event).await {
         tracing::error!(run_id = %run.run_id, error = %e, "could not tell the user the run failed");
     }
+}
+
+/// Puts an event on the user's stream: a `seq` from the bus, logged in the store, then
+/// delivered. A store failure still delivers the event (the bus retains it) but is reported.
+pub async fn publish_durable(
+    state: &AppState,
+    user_id: Uuid,
+    draft: EventDraft,
+) -> Result<(), RunFailure> {
+    let event = state.bus.append(user_id, draft).await?;
+    let logged = state
+        .store
+        .append_events(user_id, std::slice::from_ref(&event))
+        .await;
+    state.bus.fan_out(user_id, &event).await?;
+    logged.map_err(RunFailure::from)
+}
+
+/// Writes the run's queued events to the store's log and its partial results.
+async fn checkpoint(
+    state: &AppState,
+    run: &RunContext,
+    partial: Option<Value>,
+) -> Result<(), RunFailure> {
+    let queued = std::mem::take(&mut *run.log.lock().unwrap_or_else(|e| e.into_inner()));
+    state.store.append_events(run.user_id, &queued).await?;
+    if let Some(partial) = partial {
+        state.store.record_progress(run.run_id, partial).await?;
+    }
+    Ok(())
+}
+
+/// Marks interrupted the runs this instance owned before a restart and the runs of instances
+/// that stopped beating, and tells each user on their stream.
+pub async fn interrupt_orphaned_runs(state: &AppState) -> Result<usize, StoreError> {
+    let runs = state
+        .store
+        .interrupt_orphaned_runs(&state.server_id, state.config.run_stale_after())
+        .await?;
+    for run in &runs {
+        state.metrics.runs_interrupted.fetch_add(1, Relaxed);
+        tracing::warn!(run_id = %run.id, owner = %run.server_id, "run orphaned by its instance: marked interrupted");
+        let payload = json!({
+            "code": "RUN_INTERRUPTED",
+            "message": "the instance running this request stopped before it finished",
+            "partial_results": run.result.clone().unwrap_or(Value::Null),
+        });
+        let draft = EventDraft {
+            kind: EventType::AgentError,
+            run_id: run.id,
+            thread_id: run.thread_id,
+            agent_name: SUPERVISOR.to_owned(),
+            payload,
+        };
+        if let Err(e) = publish_durable(state, run.user_id, draft).await {
+            tracing::error!(run_id = %run.id, error = %e, "could not tell the user about the interrupted run");
+        }
+    }
+    Ok(runs.len())
 }
 
 fn draft(run: &RunContext, kind: EventType, agent_name: &str, payload: Value) -> EventDraft {
@@ -204,10 +263,19 @@ async fn emit(
     if !think.is_zero() && kind != EventType::AgentStarted {
         tokio::time::sleep(think).await;
     }
-    state
+    let event = state
         .bus
-        .publish(run.user_id, draft(run, kind, agent, payload))
+        .append(run.user_id, draft(run, kind, agent, payload))
         .await?;
+    run.log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(event.clone());
+    if kind == EventType::AgentCompleted {
+        // Durable before the user is told: the whole run is logged when this arrives.
+        checkpoint(state, run, None).await?;
+    }
+    state.bus.fan_out(run.user_id, &event).await?;
     Ok(())
 }
 
@@ -278,6 +346,12 @@ async fn pipeline(
         async || {
             let records = state.store.usage(run.user_id).await?;
             let summary = fetch_usage_data(&records);
+            // Durable before tool_completed says so.
+            partial.insert(
+                DATA_HELPER.into(),
+                serde_json::to_value(&summary).unwrap_or_default(),
+            );
+            checkpoint(state, run, Some(Value::Object(partial.clone()))).await?;
             let brief = json!({
                 "total_calls": summary.total_calls,
                 "window_days": summary.window_days,
@@ -288,10 +362,6 @@ async fn pipeline(
         },
     )
     .await?;
-    partial.insert(
-        DATA_HELPER.into(),
-        serde_json::to_value(&summary).unwrap_or_default(),
-    );
 
     let analysis = step(
         state, run, OPTIMIZER,
@@ -300,6 +370,8 @@ async fn pipeline(
         json!({ "rules": ["response_cache", "model_downgrade"], "small_prompt_max_tokens": state.pricing.small_prompt_max_tokens }),
         async || {
             let analysis = analyze_costs(&records, &state.pricing, summary.monthly_factor);
+            partial.insert(OPTIMIZER.into(), serde_json::to_value(&analysis).unwrap_or_default());
+            checkpoint(state, run, Some(Value::Object(partial.clone()))).await?;
             let brief = json!({
                 "recommendations": analysis.recommendations.len(),
                 "projected_monthly_savings_usd": analysis.projected_monthly_savings_usd,
@@ -308,10 +380,6 @@ async fn pipeline(
         },
     )
     .await?;
-    partial.insert(
-        OPTIMIZER.into(),
-        serde_json::to_value(&analysis).unwrap_or_default(),
-    );
 
     let report = step(
         state,

@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use crate::agents::Pricing;
 use crate::auth::{PasswordHashing, TokenKeys};
-use crate::bus::{EventBus, MemBus};
+use crate::bus::EventBus;
 use crate::config::Config;
 use crate::fixtures::{FixtureError, Fixtures};
 use crate::metrics::Metrics;
-use crate::store::{MemStore, Store, StoreError, UserRecord};
+use crate::services::{ServiceError, ServiceMode, Services};
+use crate::store::{Store, StoreError, UserRecord};
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum StartupError {
     Argon2(String),
     #[error("seeding users: {0}")]
     Seed(#[from] StoreError),
+    #[error(transparent)]
+    Services(#[from] ServiceError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -33,13 +36,6 @@ pub enum StartupError {
     },
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
-}
-
-/// Where the store and bus live (DESIGN §5). Only `embedded` exists so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceMode {
-    Embedded,
 }
 
 /// Per-user count of runs in flight, bounded by `max_runs_per_user`.
@@ -88,6 +84,8 @@ pub struct Inner {
     pub config: Config,
     pub server_id: String,
     pub mode: ServiceMode,
+    /// Keeps containers (if any) alive as long as the state.
+    _services: Services,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
     pub tokens: TokenKeys,
@@ -118,20 +116,23 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Builds an embedded-mode state: in-process store and bus, seeded from the fixtures.
     pub async fn embedded(config: Config) -> Result<Self, StartupError> {
-        let fixtures = Fixtures::load(&config.fixtures_dir)?;
-        let store: Arc<dyn Store> = Arc::new(MemStore::new());
-        let bus: Arc<dyn EventBus> = Arc::new(MemBus::new(config.retain_events));
-        Self::with_services(config, fixtures, store, bus, ServiceMode::Embedded).await
+        let services = Services::embedded(&config);
+        Self::with_services(config, services).await
     }
 
-    /// Builds a state over the given store and bus and seeds the fixture users into the store.
-    pub async fn with_services(
-        config: Config,
-        fixtures: Fixtures,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn EventBus>,
-        mode: ServiceMode,
-    ) -> Result<Self, StartupError> {
+    /// Selects the services (DESIGN §5; embedded only when `allow_embedded`) and builds the
+    /// state over them.
+    pub async fn start(config: Config, allow_embedded: bool) -> Result<Self, StartupError> {
+        let services = Services::select(&config, allow_embedded).await?;
+        Self::with_services(config, services).await
+    }
+
+    /// Builds a state over the given services and seeds the fixture users into the store.
+    pub async fn with_services(config: Config, services: Services) -> Result<Self, StartupError> {
+        let fixtures = Fixtures::load(&config.fixtures_dir)?;
+        let store = services.store.clone();
+        let bus = services.bus.clone();
+        let mode = services.mode;
         let passwords = PasswordHashing::new(
             config.argon2_m_cost,
             config.argon2_t_cost,
@@ -179,6 +180,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             server_id,
             mode,
+            _services: services,
             store,
             bus,
             tokens,

@@ -283,6 +283,15 @@ async fn run(
     (latencies, failures, started.elapsed())
 }
 
+/// The service mode the server reports on `/ready`.
+async fn server_mode(base: &str) -> String {
+    let Ok(response) = reqwest::get(format!("{base}/ready")).await else {
+        return "?".into();
+    };
+    let ready: Value = response.json().await.unwrap_or_default();
+    ready["mode"].as_str().unwrap_or("?").to_owned()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -324,16 +333,18 @@ async fn main() {
     latencies.sort();
 
     let completed = latencies.len();
-    println!(
-        "golden-load: {} journeys at concurrency {} against {base}{}",
-        args.journeys,
-        args.concurrency,
+    let mode = format!(
+        " ({}, mode {})",
         if backend.is_some() {
-            " (apex-backend child, embedded, think time {}ms)"
-                .replace("{}", &args.think_time_ms.to_string())
+            "apex-backend child"
         } else {
-            String::new()
-        }
+            "running server"
+        },
+        server_mode(&base).await
+    );
+    println!(
+        "golden-load: {} journeys at concurrency {} against {base}{mode}",
+        args.journeys, args.concurrency
     );
     println!("  completed         {completed}  failed {}", failures.len());
     println!(

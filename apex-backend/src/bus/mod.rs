@@ -5,7 +5,9 @@
 //! mode. A Redis implementation slots in behind the same trait (a tail task feeding the same
 //! local fan-out).
 
+mod local;
 mod mem;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use uuid::Uuid;
 use crate::protocol::{Event, EventDraft};
 
 pub use mem::MemBus;
+pub use redis::{RedisBus, RedisBusOptions};
 
 /// A bus operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +45,22 @@ pub struct Replay {
 pub trait EventBus: Send + Sync + 'static {
     /// Short name shown by `/ready` (`memory`, `redis`).
     fn kind(&self) -> &'static str;
+    /// Succeeds when the backing service answers and the bus is not degraded.
     async fn ping(&self) -> Result<(), BusError>;
+    /// True while the bus delivers in-process only because its service is unreachable.
+    fn is_degraded(&self) -> bool {
+        false
+    }
+    /// How many times the bus entered degraded mode.
+    fn degradations(&self) -> u64 {
+        0
+    }
 
-    /// Appends an event to the user's stream with the next `seq` and fans it out.
-    async fn publish(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError>;
+    /// Appends an event to the user's stream with the next `seq` and retains it for replay.
+    /// Connections see it after [`EventBus::fan_out`] (or through a replay).
+    async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError>;
+    /// Delivers an appended event to every connection of the user, on every instance.
+    async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError>;
     /// Live events of the user's stream from now on.
     fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>>;
     /// The last `seq` given out on the user's stream (0 if none).
@@ -62,4 +77,9 @@ pub trait EventBus: Send + Sync + 'static {
     ) -> Result<(), BusError>;
     /// Consumes a ticket: the user it was issued to, once, if it has not expired.
     async fn redeem_ticket(&self, ticket: &str) -> Result<Option<Uuid>, BusError>;
+
+    /// Records an open connection (best effort, bounded).
+    async fn record_session(&self, _connection_id: Uuid, _user_id: Uuid, _server_id: &str) {}
+    /// Forgets a closed connection (best effort, bounded).
+    async fn end_session(&self, _connection_id: Uuid) {}
 }

@@ -1,13 +1,15 @@
 //! The in-process store of the embedded mode: maps behind one mutex, nothing on disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{MessageRecord, RunRecord, RunStatus, Store, StoreError, UserRecord};
 use crate::agents::UsageRecord;
+use crate::protocol::Event;
 
 #[derive(Default)]
 struct Tables {
@@ -17,6 +19,9 @@ struct Tables {
     thread_owners: HashMap<Uuid, Uuid>,
     messages: HashMap<Uuid, Vec<MessageRecord>>,
     runs: HashMap<Uuid, RunRecord>,
+    /// Heartbeat of running runs; finish time of interrupted ones.
+    run_times: HashMap<Uuid, Instant>,
+    events: HashMap<Uuid, BTreeMap<u64, (Uuid, Event)>>,
 }
 
 /// In-process [`Store`].
@@ -109,7 +114,9 @@ impl Store for MemStore {
     }
 
     async fn start_run(&self, run: RunRecord) -> Result<(), StoreError> {
-        self.tables().runs.insert(run.id, run);
+        let mut t = self.tables();
+        t.run_times.insert(run.id, Instant::now());
+        t.runs.insert(run.id, run);
         Ok(())
     }
 
@@ -126,10 +133,86 @@ impl Store for MemStore {
             .ok_or_else(|| StoreError::Conflict(format!("run {run_id} does not exist")))?;
         run.status = status;
         run.result = result;
+        t.run_times.insert(run_id, Instant::now());
         Ok(())
     }
 
     async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>, StoreError> {
         Ok(self.tables().runs.get(&run_id).cloned())
+    }
+
+    async fn record_progress(
+        &self,
+        run_id: Uuid,
+        partial: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if let Some(run) = t.runs.get_mut(&run_id) {
+            run.result = Some(partial);
+            t.run_times.insert(run_id, Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn interrupt_orphaned_runs(
+        &self,
+        owner: &str,
+        stale_after: Duration,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut t = self.tables();
+        let now = Instant::now();
+        let Tables {
+            runs, run_times, ..
+        } = &mut *t;
+        let mut interrupted = Vec::new();
+        for run in runs.values_mut().filter(|r| r.status == RunStatus::Running) {
+            let beat = run_times.get(&run.id).copied().unwrap_or(now);
+            if run.server_id == owner || now.duration_since(beat) > stale_after {
+                run.status = RunStatus::Interrupted;
+                run_times.insert(run.id, now);
+                interrupted.push(run.clone());
+            }
+        }
+        Ok(interrupted)
+    }
+
+    async fn recently_interrupted_runs(
+        &self,
+        user_id: Uuid,
+        within: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let t = self.tables();
+        let now = Instant::now();
+        Ok(t.runs
+            .values()
+            .filter(|r| r.user_id == user_id && r.status == RunStatus::Interrupted)
+            .filter(|r| {
+                t.run_times
+                    .get(&r.id)
+                    .is_some_and(|at| now.duration_since(*at) <= within)
+            })
+            .map(|r| r.id)
+            .collect())
+    }
+
+    async fn append_events(&self, user_id: Uuid, events: &[Arc<Event>]) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        for event in events {
+            t.events
+                .entry(event.run_id)
+                .or_default()
+                .entry(event.seq)
+                .or_insert_with(|| (user_id, (**event).clone()));
+        }
+        Ok(())
+    }
+
+    async fn run_events(&self, run_id: Uuid) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .tables()
+            .events
+            .get(&run_id)
+            .map(|events| events.values().map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default())
     }
 }

@@ -5,16 +5,20 @@
 //! trait.
 
 mod mem;
+mod pg;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::agents::UsageRecord;
+use crate::protocol::Event;
 
 pub use mem::MemStore;
+pub use pg::{PgStore, PgStoreOptions};
 
 /// A store operation that failed. Callers map it to 503s and error frames, never to panics.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,8 @@ pub struct RunRecord {
     pub id: Uuid,
     pub user_id: Uuid,
     pub thread_id: Uuid,
+    /// The instance executing the run.
+    pub server_id: String,
     pub status: RunStatus,
     /// The final result, or the partial results of the steps that finished.
     pub result: Option<serde_json::Value>,
@@ -110,4 +116,28 @@ pub trait Store: Send + Sync + 'static {
         result: Option<serde_json::Value>,
     ) -> Result<(), StoreError>;
     async fn run(&self, run_id: Uuid) -> Result<Option<RunRecord>, StoreError>;
+    /// Stores the partial results of a running run and renews its heartbeat.
+    async fn record_progress(
+        &self,
+        run_id: Uuid,
+        partial: serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// Marks interrupted every running run owned by `owner` (a restart of that instance) or
+    /// whose heartbeat is older than `stale_after` (its instance died); returns them.
+    async fn interrupt_orphaned_runs(
+        &self,
+        owner: &str,
+        stale_after: Duration,
+    ) -> Result<Vec<RunRecord>, StoreError>;
+    /// Runs of the user interrupted within the last `within`, newest first.
+    async fn recently_interrupted_runs(
+        &self,
+        user_id: Uuid,
+        within: Duration,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Appends stream events to the user's durable event log (idempotent per `seq`).
+    async fn append_events(&self, user_id: Uuid, events: &[Arc<Event>]) -> Result<(), StoreError>;
+    /// The logged events of a run, in `seq` order.
+    async fn run_events(&self, run_id: Uuid) -> Result<Vec<Event>, StoreError>;
 }

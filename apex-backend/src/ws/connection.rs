@@ -24,6 +24,9 @@ use crate::protocol::{
 use crate::state::AppState;
 use crate::store::UserRecord;
 
+/// How far back `connection_established.interrupted_runs` looks.
+const INTERRUPTED_NOTICE_WINDOW: Duration = Duration::from_secs(3600);
+
 /// The socket is gone or unusable; the connection ends.
 #[derive(Debug)]
 struct Closed;
@@ -98,6 +101,10 @@ async fn serve_connection(
     state.metrics.connections_opened.fetch_add(1, Relaxed);
     state.metrics.connections_open.fetch_add(1, Relaxed);
     tracing::info!("connected");
+    state
+        .bus
+        .record_session(connection_id, user.id, &state.server_id)
+        .await;
     // Subscribe before reading the head, so no event falls between the two.
     let mut live = state.bus.subscribe(user.id);
     let limiter = RateLimiter::new(state.config.rate_limit_per_sec);
@@ -117,6 +124,7 @@ async fn serve_connection(
         .await
         .unwrap_or(1006);
     tracing::info!(code, "disconnected");
+    state.bus.end_session(connection_id).await;
     state.metrics.connection_closed(code);
 }
 
@@ -135,18 +143,28 @@ impl Connection {
                 return self.close(close::INTERNAL, "event bus unavailable").await;
             }
         };
+        // Runs that an instance failure cut short: the user is told on (re)connect. Best
+        // effort: a store hiccup must not refuse the connection.
+        let interrupted = self
+            .state
+            .store
+            .recently_interrupted_runs(self.user.id, INTERRUPTED_NOTICE_WINDOW)
+            .await
+            .unwrap_or_default();
         let established = json!({
             "type": "connection_established",
             "connection_id": connection_id,
             "user_id": self.user.id,
             "server_id": self.state.server_id,
             "last_seq": head,
+            "interrupted_runs": interrupted,
             "timestamp": now_rfc3339(),
             "payload": {
                 "connection_id": connection_id,
                 "user_id": self.user.id,
                 "server_id": self.state.server_id,
                 "last_seq": head,
+                "interrupted_runs": interrupted,
             },
         });
         self.send(established.to_string()).await?;

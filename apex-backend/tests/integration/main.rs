@@ -4,8 +4,11 @@
 mod agents;
 mod auth;
 mod bad_input;
+mod contracts;
 mod delivery;
 mod golden_path;
 mod isolation;
 mod operations;
+mod proxy;
+mod services;
 mod support;

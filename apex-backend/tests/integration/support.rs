@@ -64,6 +64,22 @@ impl TestServer {
         config.fixtures_dir = fixtures_dir();
         configure(&mut config);
         let state = AppState::embedded(config).await.expect("state builds");
+        Self::serve(state).await
+    }
+
+    /// A backend on the real Postgres and Redis of `services`, in its own schema and prefix.
+    pub async fn start_on(services: &Isolated, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_tests();
+        config.fixtures_dir = fixtures_dir();
+        services.configure(&mut config);
+        configure(&mut config);
+        let state = AppState::start(config, false)
+            .await
+            .expect("state builds on services");
+        Self::serve(state).await
+    }
+
+    pub async fn serve(state: AppState) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
@@ -424,6 +440,114 @@ pub fn assert_result_matches_truth(email: &str, result: &Value) {
                 g["effect"][dimension].is_string(),
                 "{email}: effect.{dimension} missing"
             );
+        }
+    }
+}
+
+/// Postgres and Redis URLs from the environment, as CI sets them.
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    pub database: String,
+    pub redis: String,
+}
+
+/// The machine's services, or `None` after saying loudly that the test is skipped
+/// (`APEX_REQUIRE_SERVICES=1` turns the skip into a failure).
+pub fn service_urls(test: &str) -> Option<ServiceUrls> {
+    match (
+        std::env::var("APEX_DATABASE_URL"),
+        std::env::var("APEX_REDIS_URL"),
+    ) {
+        (Ok(database), Ok(redis)) => Some(ServiceUrls { database, redis }),
+        _ => {
+            assert!(
+                std::env::var("APEX_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{test}: APEX_REQUIRE_SERVICES=1 but APEX_DATABASE_URL / APEX_REDIS_URL are not set"
+            );
+            // Written past the test harness's output capture, so it shows even for a pass.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED {test}: needs Postgres and Redis; set APEX_DATABASE_URL and \
+                 APEX_REDIS_URL (see README) ***"
+            );
+            None
+        }
+    }
+}
+
+/// Skips the test (loudly) when no services are configured.
+#[macro_export]
+macro_rules! services_or_skip {
+    ($name:expr) => {
+        match $crate::support::service_urls($name) {
+            Some(urls) => $crate::support::Isolated::new(urls),
+            None => return,
+        }
+    };
+}
+
+/// One test's private corner of the services: its own Postgres schema and Redis key prefix.
+#[derive(Debug, Clone)]
+pub struct Isolated {
+    pub urls: ServiceUrls,
+    pub schema: String,
+    pub prefix: String,
+}
+
+impl Isolated {
+    pub fn new(urls: ServiceUrls) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            urls,
+            schema: format!("apex_test_{}", &id[..12]),
+            prefix: format!("apex_test:{}:", &id[..12]),
+        }
+    }
+
+    pub fn configure(&self, config: &mut Config) {
+        config.database_url = Some(self.urls.database.clone());
+        config.redis_url = Some(self.urls.redis.clone());
+        config.database_schema = self.schema.clone();
+        config.redis_prefix = self.prefix.clone();
+    }
+
+    /// A connection pool on this test's schema.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        let options: sqlx::postgres::PgConnectOptions = self.urls.database.parse().unwrap();
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.options([("search_path", self.schema.as_str())]))
+            .await
+            .unwrap()
+    }
+
+    /// Drops the schema and deletes the keys.
+    pub async fn cleanup(&self) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.urls.database)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let client = redis::Client::open(self.urls.redis.as_str()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
         }
     }
 }

@@ -1,0 +1,147 @@
+//! Per-user streams held in this process: retention for replay and fan-out to this
+//! instance's connections. The embedded bus is just this; the Redis bus keeps one as its
+//! local mirror and as its fallback while Redis is unreachable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::Replay;
+use crate::protocol::{Event, EventDraft};
+
+/// Live events a slow connection may fall behind before it recovers through replay.
+const FANOUT_CAPACITY: usize = 256;
+
+struct UserStream {
+    head: u64,
+    /// Retained events, each with whether it was handed to this instance's connections.
+    retained: BTreeMap<u64, (Arc<Event>, bool)>,
+    fanout: broadcast::Sender<Arc<Event>>,
+}
+
+impl UserStream {
+    fn new() -> Self {
+        Self {
+            head: 0,
+            retained: BTreeMap::new(),
+            fanout: broadcast::channel(FANOUT_CAPACITY).0,
+        }
+    }
+}
+
+/// The local streams.
+pub struct LocalStreams {
+    retain: usize,
+    streams: Mutex<HashMap<Uuid, UserStream>>,
+}
+
+impl LocalStreams {
+    pub fn new(retain: usize) -> Self {
+        Self {
+            retain: retain.max(1),
+            streams: Mutex::default(),
+        }
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<Uuid, UserStream>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers a draft with the next local `seq` and retains it.
+    pub fn append(&self, user_id: Uuid, draft: EventDraft) -> Arc<Event> {
+        let mut streams = self.streams();
+        let stream = streams.entry(user_id).or_insert_with(UserStream::new);
+        let event = Arc::new(Event::new(draft, stream.head + 1));
+        self.retain_in(stream, event.clone());
+        event
+    }
+
+    fn retain_in(&self, stream: &mut UserStream, event: Arc<Event>) {
+        stream.head = stream.head.max(event.seq);
+        stream.retained.entry(event.seq).or_insert((event, false));
+        while stream.retained.len() > self.retain {
+            stream.retained.pop_first();
+        }
+    }
+
+    /// Retains an event numbered elsewhere; false if its `seq` was already known.
+    pub fn insert(&self, user_id: Uuid, event: Arc<Event>) -> bool {
+        let mut streams = self.streams();
+        let stream = streams.entry(user_id).or_insert_with(UserStream::new);
+        if stream.retained.contains_key(&event.seq) || event.seq + self.retain as u64 <= stream.head
+        {
+            return false;
+        }
+        self.retain_in(stream, event);
+        true
+    }
+
+    /// Hands an event to this instance's connections of the user, once: an event that
+    /// reached this instance by two paths (its own publish and a resync) is sent one time.
+    pub fn send(&self, user_id: Uuid, event: &Arc<Event>) {
+        let mut streams = self.streams();
+        let Some(stream) = streams.get_mut(&user_id) else {
+            return;
+        };
+        if let Some((_, sent)) = stream.retained.get_mut(&event.seq) {
+            if *sent {
+                return;
+            }
+            *sent = true;
+        }
+        // No receivers is fine: the event is retained for replay.
+        let _ = stream.fanout.send(event.clone());
+    }
+
+    pub fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+        self.streams()
+            .entry(user_id)
+            .or_insert_with(UserStream::new)
+            .fanout
+            .subscribe()
+    }
+
+    pub fn head(&self, user_id: Uuid) -> u64 {
+        self.streams().get(&user_id).map_or(0, |s| s.head)
+    }
+
+    /// Raises the known head (learned from elsewhere) so local numbering continues after it.
+    pub fn observe_head(&self, user_id: Uuid, head: u64) {
+        let mut streams = self.streams();
+        let stream = streams.entry(user_id).or_insert_with(UserStream::new);
+        stream.head = stream.head.max(head);
+    }
+
+    /// Users with at least one connection on this instance.
+    pub fn subscribed_users(&self) -> Vec<Uuid> {
+        self.streams()
+            .iter()
+            .filter(|(_, s)| s.fanout.receiver_count() > 0)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn replay(&self, user_id: Uuid, after_seq: u64) -> Replay {
+        let streams = self.streams();
+        let Some(stream) = streams.get(&user_id) else {
+            return Replay::default();
+        };
+        let oldest = stream
+            .retained
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(stream.head + 1);
+        let truncated_from = (after_seq + 1 < oldest && after_seq < stream.head).then_some(oldest);
+        Replay {
+            events: stream
+                .retained
+                .range(after_seq.saturating_add(1)..)
+                .map(|(_, (e, _))| e.clone())
+                .collect(),
+            truncated_from,
+        }
+    }
+}

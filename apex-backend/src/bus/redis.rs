@@ -1,0 +1,588 @@
+//! The Redis bus: per-user streams (`XADD` with the `seq` as entry id, bounded by `MAXLEN`),
+//! `seq` allocation by `INCR` in the same Lua script (so it is gap-free across instances),
+//! fan-out by Pub/Sub to every instance, single-use tickets, session records.
+//!
+//! Every operation has an explicit timeout. When Redis fails or is slow, the bus degrades:
+//! events are numbered and delivered in-process (connections of this instance still complete
+//! the golden path), `/ready` says so, and a recovery task writes the degraded events back
+//! to Redis and leaves degraded mode as soon as Redis answers again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::local::LocalStreams;
+use super::{BusError, EventBus, Replay};
+use crate::protocol::{Event, EventDraft};
+
+/// Numbers and appends one event atomically: KEYS = counter, stream; ARGV = body, maxlen.
+const APPEND: &str = r"
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
+return seq";
+
+/// Writes back events numbered while degraded: KEYS = counter, stream; ARGV = maxlen, then
+/// (seq, body) pairs in order. Raises the counter past them.
+const SYNC: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = cur
+for i = 2, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > cur then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', ARGV[i + 1])
+    cur = seq
+  end
+end
+if cur > start then redis.call('SET', KEYS[1], cur) end
+return cur";
+
+/// How to reach Redis and how to name things in it.
+#[derive(Debug, Clone)]
+pub struct RedisBusOptions {
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Upper bound of every operation.
+    pub timeout: Duration,
+    /// Events retained per user (approximately, `MAXLEN ~`).
+    pub retain: usize,
+}
+
+/// What goes over the Pub/Sub channel: the user and the event.
+#[derive(Deserialize)]
+struct Envelope {
+    u: Uuid,
+    e: Event,
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    u: Uuid,
+    e: &'a Event,
+}
+
+struct Shared {
+    options: RedisBusOptions,
+    conn: ConnectionManager,
+    client: redis::Client,
+    local: LocalStreams,
+    degraded: AtomicBool,
+    degradations: AtomicU64,
+    /// Events numbered locally while degraded, to write back on recovery.
+    pending: Mutex<HashMap<Uuid, Vec<Arc<Event>>>>,
+    tickets: Mutex<HashMap<String, (Uuid, Instant)>>,
+    append: redis::Script,
+    sync: redis::Script,
+    stop: CancellationToken,
+    /// Envelopes for the Pub/Sub channel, published in order by one task.
+    outbox: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Prefixes this instance's envelopes, so its tail skips them without parsing.
+    origin: [u8; 32],
+}
+
+/// Envelopes waiting for the publisher; beyond it, fan-out to other instances falls back to
+/// their gap detection and resync.
+const OUTBOX_CAPACITY: usize = 16 * 1024;
+
+/// [`EventBus`] on Redis with in-process degradation.
+pub struct RedisBus(Arc<Shared>);
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.0.stop.cancel();
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+impl Shared {
+    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        format!("{}{kind}:{id}", self.options.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.options.prefix)
+    }
+
+    /// Runs a Redis operation under the timeout; any failure enters degraded mode.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BusError> {
+        let result = match tokio::time::timeout(self.options.timeout, work).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => BusError::Timeout,
+        };
+        self.degrade(&result);
+        Err(result)
+    }
+
+    fn degrade(&self, cause: &BusError) {
+        if !self.degraded.swap(true, Ordering::SeqCst) {
+            self.degradations.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %cause, "redis unreachable: event bus degraded to in-process delivery");
+        }
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::SeqCst)
+    }
+
+    /// An event read back from the stream. Not added to the local mirror: only the tail and
+    /// this instance's appends do that, so the mirror's fan-out never skips an event.
+    fn decode(id: &str, body: &[u8]) -> Option<Arc<Event>> {
+        let seq = id.split('-').next()?.parse().ok()?;
+        let mut event: Event = serde_json::from_slice(body).ok()?;
+        event.seq = seq;
+        Some(Arc::new(event))
+    }
+
+    /// Catches up the local mirror of users connected here (after the tail was down).
+    async fn resync_local(&self) {
+        for user_id in self.local.subscribed_users() {
+            let head = self.local.head(user_id);
+            if let Ok(replay) = self.replay_remote(user_id, head).await {
+                for event in replay.events {
+                    if self.local.insert(user_id, event.clone()) {
+                        self.local.send(user_id, &event);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn replay_remote(&self, user_id: Uuid, after_seq: u64) -> Result<Replay, BusError> {
+        let mut conn = self.conn.clone();
+        let stream = self.key("stream", user_id);
+        let counter = self.key("seq", user_id);
+        let (entries, head): (redis::streams::StreamRangeReply, Option<u64>) = self
+            .bounded(async {
+                redis::pipe()
+                    .xrange(&stream, format!("({after_seq}-0"), "+")
+                    .get(&counter)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let head = head.unwrap_or(0);
+        self.local.observe_head(user_id, head);
+        let events: Vec<Arc<Event>> = entries
+            .ids
+            .iter()
+            .filter_map(|entry| {
+                let body: Vec<u8> = entry.get("e")?;
+                Self::decode(&entry.id, &body)
+            })
+            .collect();
+        let first = events.first().map_or(head + 1, |e| e.seq);
+        let truncated_from = (after_seq + 1 < first && after_seq < head).then_some(first);
+        Ok(Replay {
+            events,
+            truncated_from,
+        })
+    }
+
+    /// Writes back what was numbered while degraded; true when Redis took it all.
+    async fn write_back(&self) -> bool {
+        let pending: Vec<(Uuid, Vec<Arc<Event>>)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        let mut ok = true;
+        for (user_id, events) in pending {
+            let mut invocation = self.sync.prepare_invoke();
+            invocation
+                .key(self.key("seq", user_id))
+                .key(self.key("stream", user_id))
+                .arg(self.options.retain);
+            for event in &events {
+                invocation
+                    .arg(event.seq)
+                    .arg(serde_json::to_vec(&**event).unwrap_or_default());
+            }
+            let mut conn = self.conn.clone();
+            let written = tokio::time::timeout(
+                self.options.timeout,
+                invocation.invoke_async::<u64>(&mut conn),
+            )
+            .await;
+            if !matches!(written, Ok(Ok(_))) {
+                ok = false;
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(user_id)
+                    .or_default()
+                    .extend(events);
+            }
+        }
+        ok
+    }
+
+    /// Publishes queued envelopes in order, pipelining whatever has accumulated, so a run's
+    /// events do not wait on a Pub/Sub round trip each.
+    async fn publish_loop(self: Arc<Self>, mut outbox: tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let channel = self.channel();
+        let mut batch = Vec::new();
+        loop {
+            let received = tokio::select! {
+                () = self.stop.cancelled() => return,
+                n = outbox.recv_many(&mut batch, 256) => n,
+            };
+            if received == 0 {
+                return;
+            }
+            let mut pipe = redis::pipe();
+            for envelope in batch.drain(..) {
+                pipe.publish(&channel, envelope).ignore();
+            }
+            let mut conn = self.conn.clone();
+            // A lost publish is recovered by the receivers' gap detection and resync.
+            let _ = self.bounded(pipe.query_async::<()>(&mut conn)).await;
+        }
+    }
+
+    /// While degraded: ping Redis, write back, and leave degraded mode once it all worked.
+    async fn recover_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            if !self.is_degraded() {
+                continue;
+            }
+            let mut conn = self.conn.clone();
+            let pong = tokio::time::timeout(
+                self.options.timeout,
+                redis::cmd("PING").query_async::<String>(&mut conn),
+            )
+            .await;
+            if matches!(pong, Ok(Ok(_))) && self.write_back().await {
+                self.degraded.store(false, Ordering::SeqCst);
+                tracing::info!("redis answers again: event bus recovered");
+                self.resync_local().await;
+            }
+        }
+    }
+
+    /// Receives every instance's events on the Pub/Sub channel and hands the new ones to this
+    /// instance's connections. Reconnects with a pause; catches up after each reconnect.
+    async fn tail_loop(self: Arc<Self>) {
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(self.channel()).await?;
+                redis::RedisResult::Ok(pubsub)
+            };
+            let pubsub = tokio::select! {
+                () = self.stop.cancelled() => return,
+                result = tokio::time::timeout(self.options.timeout, subscribed) => result,
+            };
+            if let Ok(Ok(pubsub)) = pubsub {
+                self.resync_local().await;
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    let payload = message.get_payload_bytes();
+                    // Own events were delivered locally when they were published.
+                    if payload.starts_with(&self.origin) {
+                        continue;
+                    }
+                    let body = payload.get(self.origin.len() + 1..).unwrap_or_default();
+                    let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
+                        continue;
+                    };
+                    let event = Arc::new(envelope.e);
+                    if self.local.insert(envelope.u, event.clone()) {
+                        self.local.send(envelope.u, &event);
+                    }
+                }
+                tracing::warn!("redis pub/sub connection lost; reconnecting");
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+impl RedisBus {
+    /// Connects to Redis (bounded by the timeout) and starts the tail and recovery tasks.
+    pub async fn connect(options: RedisBusOptions) -> Result<Self, BusError> {
+        let client = redis::Client::open(options.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.timeout))
+            .set_connection_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            options.timeout,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| BusError::Timeout)?
+        .map_err(unavailable)?;
+        let (outbox, outbox_rx) = tokio::sync::mpsc::channel(OUTBOX_CAPACITY);
+        let shared = Arc::new(Shared {
+            local: LocalStreams::new(options.retain),
+            options,
+            conn,
+            client,
+            degraded: AtomicBool::new(false),
+            degradations: AtomicU64::new(0),
+            pending: Mutex::default(),
+            tickets: Mutex::default(),
+            append: redis::Script::new(APPEND),
+            sync: redis::Script::new(SYNC),
+            stop: CancellationToken::new(),
+            outbox,
+            origin: {
+                let mut origin = [0u8; 32];
+                origin.copy_from_slice(Uuid::new_v4().simple().to_string().as_bytes());
+                origin
+            },
+        });
+        tokio::spawn(shared.clone().publish_loop(outbox_rx));
+        tokio::spawn(shared.clone().tail_loop());
+        tokio::spawn(shared.clone().recover_loop());
+        Ok(Self(shared))
+    }
+
+    /// Deletes every key under the prefix (tests clean up after themselves with it).
+    pub async fn delete_prefix(&self) -> Result<u64, BusError> {
+        let shared = &self.0;
+        let mut conn = shared.conn.clone();
+        let pattern = format!("{}*", shared.options.prefix);
+        let keys: Vec<String> = shared
+            .bounded(async {
+                let mut iter = conn.scan_match::<_, String>(&pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(key) = iter.next().await {
+                    keys.push(key?);
+                }
+                Ok(keys)
+            })
+            .await?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = shared.conn.clone();
+        shared
+            .bounded(async { conn.del::<_, u64>(&keys).await })
+            .await
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let mut conn = self.0.conn.clone();
+        let result = tokio::time::timeout(
+            self.0.options.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        match result {
+            Ok(Ok(_)) if !self.0.is_degraded() => Ok(()),
+            Ok(Ok(_)) => Err(BusError::Unavailable(
+                "recovering: writing back degraded events".into(),
+            )),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(BusError::Timeout),
+        }
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.0.is_degraded()
+    }
+
+    fn degradations(&self) -> u64 {
+        self.0.degradations.load(Ordering::Relaxed)
+    }
+
+    async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError> {
+        let shared = &self.0;
+        if !shared.is_degraded() {
+            let template = Event::new(draft.clone(), 0);
+            let body = serde_json::to_vec(&template).map_err(unavailable)?;
+            let mut conn = shared.conn.clone();
+            let mut invocation = shared.append.prepare_invoke();
+            invocation
+                .key(shared.key("seq", user_id))
+                .key(shared.key("stream", user_id))
+                .arg(body)
+                .arg(shared.options.retain);
+            if let Ok(seq) = shared
+                .bounded(invocation.invoke_async::<u64>(&mut conn))
+                .await
+            {
+                let event = Arc::new(Event { seq, ..template });
+                shared.local.insert(user_id, event.clone());
+                return Ok(event);
+            }
+        }
+        // Degraded: number it after the last seq this instance knows and write it back later.
+        let event = shared.local.append(user_id, draft);
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user_id)
+            .or_default()
+            .push(event.clone());
+        Ok(event)
+    }
+
+    async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {
+        let shared = &self.0;
+        shared.local.send(user_id, event);
+        if !shared.is_degraded() {
+            let mut envelope = Vec::with_capacity(1024);
+            envelope.extend_from_slice(&shared.origin);
+            envelope.push(b' ');
+            serde_json::to_writer(
+                &mut envelope,
+                &EnvelopeRef {
+                    u: user_id,
+                    e: event,
+                },
+            )
+            .map_err(unavailable)?;
+            // Full outbox: other instances recover through gap detection and resync.
+            let _ = shared.outbox.try_send(envelope);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+        self.0.local.subscribe(user_id)
+    }
+
+    async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
+        let shared = &self.0;
+        if !shared.is_degraded() {
+            let mut conn = shared.conn.clone();
+            if let Ok(head) = shared
+                .bounded(conn.get::<_, Option<u64>>(shared.key("seq", user_id)))
+                .await
+            {
+                shared.local.observe_head(user_id, head.unwrap_or(0));
+            }
+        }
+        Ok(shared.local.head(user_id))
+    }
+
+    async fn replay(&self, user_id: Uuid, after_seq: u64) -> Result<Replay, BusError> {
+        let shared = &self.0;
+        if !shared.is_degraded()
+            && let Ok(replay) = shared.replay_remote(user_id, after_seq).await
+        {
+            return Ok(replay);
+        }
+        Ok(shared.local.replay(user_id, after_seq))
+    }
+
+    async fn issue_ticket(
+        &self,
+        ticket: &str,
+        user_id: Uuid,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let shared = &self.0;
+        if !shared.is_degraded() {
+            let mut conn = shared.conn.clone();
+            let key = shared.key("ticket", ticket);
+            let stored = shared
+                .bounded(conn.set_ex::<_, _, ()>(key, user_id.to_string(), ttl.as_secs().max(1)))
+                .await;
+            if stored.is_ok() {
+                return Ok(());
+            }
+        }
+        // Degraded: the ticket works on this instance only.
+        let mut tickets = shared.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        tickets.retain(|_, (_, expires)| *expires > Instant::now());
+        tickets.insert(ticket.to_owned(), (user_id, Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn redeem_ticket(&self, ticket: &str) -> Result<Option<Uuid>, BusError> {
+        let shared = &self.0;
+        let local = shared
+            .tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ticket)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(user, _)| user);
+        if local.is_some() {
+            return Ok(local);
+        }
+        let mut conn = shared.conn.clone();
+        let user: Option<String> = shared
+            .bounded(conn.get_del(shared.key("ticket", ticket)))
+            .await?;
+        Ok(user.and_then(|u| u.parse().ok()))
+    }
+
+    async fn record_session(&self, connection_id: Uuid, user_id: Uuid, server_id: &str) {
+        let shared = &self.0;
+        if shared.is_degraded() {
+            return;
+        }
+        let mut conn = shared.conn.clone();
+        let key = shared.key("session", connection_id);
+        let fields = [
+            ("user_id", user_id.to_string()),
+            ("server_id", server_id.to_owned()),
+            ("connected_at", crate::protocol::now_rfc3339()),
+        ];
+        let _ = shared
+            .bounded(async {
+                redis::pipe()
+                    .hset_multiple(&key, &fields)
+                    .ignore()
+                    .expire(&key, 24 * 3600)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await;
+    }
+
+    async fn end_session(&self, connection_id: Uuid) {
+        let shared = &self.0;
+        if shared.is_degraded() {
+            return;
+        }
+        let mut conn = shared.conn.clone();
+        let _ = shared
+            .bounded(conn.del::<_, ()>(shared.key("session", connection_id)))
+            .await;
+    }
+}

@@ -1,0 +1,341 @@
+//! The same contract suite against the embedded implementations and Postgres/Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apex_backend::bus::{EventBus, MemBus, RedisBus, RedisBusOptions};
+use apex_backend::protocol::{EventDraft, EventType};
+use apex_backend::store::{
+    MemStore, MessageRecord, PgStore, PgStoreOptions, Role, RunRecord, RunStatus, Store, UserRecord,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::services_or_skip;
+
+fn user(email: &str) -> UserRecord {
+    UserRecord {
+        id: Uuid::new_v4(),
+        email: email.into(),
+        name: "T".into(),
+        password_hash: "$argon2id$x".into(),
+        is_demo: false,
+    }
+}
+
+fn draft(run_id: Uuid) -> EventDraft {
+    EventDraft {
+        kind: EventType::AgentThinking,
+        run_id,
+        thread_id: Uuid::nil(),
+        agent_name: "optimizer".into(),
+        payload: json!({ "thought": "x" }),
+    }
+}
+
+async fn store_contract(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let alice = user("Alice@Contract.test");
+    let bob = user("bob@contract.test");
+    store.upsert_user(alice.clone()).await.unwrap();
+    store.upsert_user(bob.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .user_by_email("alice@contract.TEST")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        alice.id,
+        "email lookup ignores case"
+    );
+    assert_eq!(
+        store.user_by_id(bob.id).await.unwrap().unwrap().email,
+        bob.email
+    );
+    assert!(
+        store
+            .user_by_email("nobody@contract.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let taken = store
+        .upsert_user(UserRecord {
+            id: Uuid::new_v4(),
+            ..alice.clone()
+        })
+        .await;
+    assert!(
+        taken.is_err(),
+        "a second user with the same email is refused"
+    );
+
+    let records = apex_backend::fixtures::read_usage(
+        &crate::support::fixtures_dir().join("usage/alice.jsonl"),
+    )
+    .unwrap();
+    store.set_usage(alice.id, records.clone()).await.unwrap();
+    assert_eq!(
+        *store.usage(alice.id).await.unwrap(),
+        records,
+        "usage keeps file order"
+    );
+    assert!(store.usage(bob.id).await.unwrap().is_empty());
+
+    let thread = Uuid::new_v4();
+    assert!(store.claim_thread(thread, alice.id).await.unwrap());
+    assert!(store.claim_thread(thread, alice.id).await.unwrap());
+    assert!(
+        !store.claim_thread(thread, bob.id).await.unwrap(),
+        "another user's thread"
+    );
+    let run_id = Uuid::new_v4();
+    for (role, content) in [(Role::User, "q"), (Role::Assistant, "a")] {
+        store
+            .append_message(MessageRecord {
+                id: Uuid::new_v4(),
+                thread_id: thread,
+                user_id: alice.id,
+                run_id: Some(run_id),
+                role,
+                content: content.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let messages = store.messages(thread).await.unwrap();
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["q", "a"]
+    );
+
+    let run = RunRecord {
+        id: run_id,
+        user_id: alice.id,
+        thread_id: thread,
+        server_id: "contract-a".into(),
+        status: RunStatus::Running,
+        result: None,
+    };
+    store.start_run(run.clone()).await.unwrap();
+    store
+        .record_progress(run_id, json!({ "data_helper": { "total_calls": 3 } }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run(run_id).await.unwrap().unwrap().result.unwrap()["data_helper"]["total_calls"],
+        3
+    );
+    // Another owner with a fresh heartbeat: nothing to interrupt.
+    assert!(
+        store
+            .interrupt_orphaned_runs("contract-b", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let interrupted = store
+        .interrupt_orphaned_runs("contract-a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        interrupted.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [run_id]
+    );
+    assert_eq!(
+        store.run(run_id).await.unwrap().unwrap().status,
+        RunStatus::Interrupted
+    );
+    assert_eq!(
+        store
+            .recently_interrupted_runs(alice.id, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        [run_id]
+    );
+    assert!(
+        store
+            .recently_interrupted_runs(bob.id, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let second = Uuid::new_v4();
+    store
+        .start_run(RunRecord { id: second, ..run })
+        .await
+        .unwrap();
+    store
+        .finish_run(second, RunStatus::Completed, Some(json!({ "ok": true })))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run(second).await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
+    assert!(
+        store
+            .finish_run(Uuid::new_v4(), RunStatus::Completed, None)
+            .await
+            .is_err()
+    );
+
+    let event = |seq| Arc::new(apex_backend::protocol::Event::new(draft(second), seq));
+    store
+        .append_events(alice.id, &[event(2), event(1)])
+        .await
+        .unwrap();
+    store.append_events(alice.id, &[event(2)]).await.unwrap();
+    let logged = store.run_events(second).await.unwrap();
+    assert_eq!(
+        logged.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2],
+        "ordered, idempotent per seq"
+    );
+}
+
+async fn bus_contract(bus: Arc<dyn EventBus>) {
+    bus.ping().await.unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut live = bus.subscribe(a);
+    let run = Uuid::new_v4();
+    for expected in 1..=5 {
+        let event = bus.append(a, draft(run)).await.unwrap();
+        assert_eq!(event.seq, expected);
+        bus.fan_out(a, &event).await.unwrap();
+    }
+    assert_eq!(
+        bus.append(b, draft(run)).await.unwrap().seq,
+        1,
+        "seq is per user"
+    );
+    assert_eq!(bus.head_seq(a).await.unwrap(), 5);
+    for expected in 1..=5 {
+        let event = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.seq, expected);
+    }
+    let replay = bus.replay(a, 2).await.unwrap();
+    assert_eq!(
+        replay.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    assert_eq!(replay.events[0].run_id, run);
+    assert!(replay.truncated_from.is_none());
+    assert!(bus.replay(a, 5).await.unwrap().events.is_empty());
+
+    bus.issue_ticket("contract-ticket", a, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(bus.redeem_ticket("contract-ticket").await.unwrap(), Some(a));
+    assert_eq!(
+        bus.redeem_ticket("contract-ticket").await.unwrap(),
+        None,
+        "single use"
+    );
+    assert_eq!(bus.redeem_ticket("never-issued").await.unwrap(), None);
+}
+
+async fn bus_retention_contract(bus: Arc<dyn EventBus>) {
+    let user = Uuid::new_v4();
+    for _ in 0..400 {
+        bus.append(user, draft(Uuid::nil())).await.unwrap();
+    }
+    let replay = bus.replay(user, 0).await.unwrap();
+    let oldest = replay.truncated_from.expect("old events were dropped");
+    assert!(
+        replay.events.len() < 400 && replay.events.len() >= 100,
+        "{}",
+        replay.events.len()
+    );
+    assert_eq!(replay.events[0].seq, oldest);
+    assert_eq!(replay.events.last().unwrap().seq, 400);
+}
+
+#[tokio::test]
+async fn embedded_store_meets_the_contract() {
+    store_contract(Arc::new(MemStore::new())).await;
+}
+
+#[tokio::test]
+async fn embedded_bus_meets_the_contract() {
+    bus_contract(Arc::new(MemBus::new(100))).await;
+    bus_retention_contract(Arc::new(MemBus::new(100))).await;
+}
+
+#[tokio::test]
+async fn postgres_store_meets_the_contract() {
+    let services = services_or_skip!("postgres_store_meets_the_contract");
+    let store = PgStore::connect(&PgStoreOptions {
+        url: services.urls.database.clone(),
+        schema: services.schema.clone(),
+        timeout: Duration::from_secs(5),
+        run_migrations: true,
+        max_connections: 4,
+    })
+    .await
+    .unwrap();
+    store_contract(Arc::new(store)).await;
+    services.cleanup().await;
+}
+
+#[tokio::test]
+async fn redis_bus_meets_the_contract() {
+    let services = services_or_skip!("redis_bus_meets_the_contract");
+    let options = |retain| RedisBusOptions {
+        url: services.urls.redis.clone(),
+        prefix: services.prefix.clone(),
+        timeout: Duration::from_secs(2),
+        retain,
+    };
+    bus_contract(Arc::new(RedisBus::connect(options(100)).await.unwrap())).await;
+    bus_retention_contract(Arc::new(RedisBus::connect(options(100)).await.unwrap())).await;
+    services.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_redis_bus_instances_share_one_gap_free_stream() {
+    let services = services_or_skip!("two_redis_bus_instances_share_one_gap_free_stream");
+    let options = RedisBusOptions {
+        url: services.urls.redis.clone(),
+        prefix: services.prefix.clone(),
+        timeout: Duration::from_secs(2),
+        retain: 1000,
+    };
+    let a = Arc::new(RedisBus::connect(options.clone()).await.unwrap());
+    let b = Arc::new(RedisBus::connect(options).await.unwrap());
+    let user = Uuid::new_v4();
+    let mut on_b = b.subscribe(user);
+    tokio::time::sleep(Duration::from_millis(200)).await; // the tails subscribe
+    let appends = (0..50).map(|i| {
+        let bus = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            let event = bus.append(user, draft(Uuid::nil())).await.unwrap();
+            bus.fan_out(user, &event).await.unwrap();
+            event.seq
+        }
+    });
+    let mut seqs = futures_util::future::join_all(appends).await;
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=50).collect::<Vec<u64>>(),
+        "gap-free across instances"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 50 {
+        let event = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(seen.insert(event.seq), "delivered once on b: {}", event.seq);
+    }
+    services.cleanup().await;
+}
