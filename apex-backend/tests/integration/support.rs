@@ -487,21 +487,75 @@ macro_rules! services_or_skip {
     };
 }
 
-/// One test's private corner of the services: its own Postgres schema and Redis key prefix.
+/// One test's private corner of the services: its own Postgres schema and Redis key prefix,
+/// removed when the last clone is dropped (also when the test fails).
 #[derive(Debug, Clone)]
 pub struct Isolated {
     pub urls: ServiceUrls,
     pub schema: String,
     pub prefix: String,
+    _cleanup: std::sync::Arc<CleanupOnDrop>,
+}
+
+#[derive(Debug)]
+pub struct CleanupOnDrop {
+    urls: ServiceUrls,
+    schema: String,
+    prefix: String,
+}
+
+impl Drop for CleanupOnDrop {
+    fn drop(&mut self) {
+        let (urls, schema, prefix) = (self.urls.clone(), self.schema.clone(), self.prefix.clone());
+        // Drop cannot await; a thread with its own runtime does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(remove(&urls, &schema, &prefix));
+        })
+        .join();
+    }
+}
+
+async fn remove(urls: &ServiceUrls, schema: &str, prefix: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&urls.database).await {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await;
+    }
+    if let Ok(client) = redis::Client::open(urls.redis.as_str())
+        && let Ok(mut redis) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await;
+        }
+    }
 }
 
 impl Isolated {
     pub fn new(urls: ServiceUrls) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("apex_test_{}", &id[..12]);
+        let prefix = format!("apex_test:{}:", &id[..12]);
+        let cleanup = CleanupOnDrop {
+            urls: urls.clone(),
+            schema: schema.clone(),
+            prefix: prefix.clone(),
+        };
         Self {
             urls,
-            schema: format!("apex_test_{}", &id[..12]),
-            prefix: format!("apex_test:{}:", &id[..12]),
+            schema,
+            prefix,
+            _cleanup: std::sync::Arc::new(cleanup),
         }
     }
 
@@ -522,32 +576,8 @@ impl Isolated {
             .unwrap()
     }
 
-    /// Drops the schema and deletes the keys.
+    /// Drops the schema and deletes the keys now (dropping the last clone does it too).
     pub async fn cleanup(&self) {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.urls.database)
-            .await
-            .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            self.schema
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let client = redis::Client::open(self.urls.redis.as_str()).unwrap();
-        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-        }
+        remove(&self.urls, &self.schema, &self.prefix).await;
     }
 }
