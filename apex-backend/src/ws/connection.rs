@@ -348,30 +348,40 @@ impl Connection {
         Ok(())
     }
 
-    /// First-sends the retained events after the cursor, up to `until`.
-    async fn catch_up(&mut self, until: u64) -> Result<(), Closed> {
-        let replay = match self.state.bus.replay(self.user.id, self.cursor).await {
+    /// The retained events after `after`, telling the client (error frames) when the bus
+    /// failed or retention already dropped some; `None` when the bus failed.
+    async fn replay_after(&mut self, after: u64) -> Result<Option<Vec<Arc<Event>>>, Closed> {
+        let replay = match self.state.bus.replay(self.user.id, after).await {
             Ok(replay) => replay,
             Err(e) => {
                 tracing::error!(error = %e, "replay failed");
-                return self
-                    .send_error(
-                        ErrorCode::ServiceUnavailable,
-                        "events could not be replayed; send resume to retry",
-                        None,
-                    )
-                    .await;
+                self.send_error(
+                    ErrorCode::ServiceUnavailable,
+                    "events could not be replayed; send resume to retry",
+                    None,
+                )
+                .await?;
+                return Ok(None);
             }
         };
         if let Some(oldest) = replay.truncated_from {
             self.send_error(
                 ErrorCode::ReplayTruncated,
-                "some events were dropped by retention before they could be delivered",
-                Some(json!({ "oldest_seq": oldest, "requested_after": self.cursor })),
+                "events after the requested seq were dropped by retention; replaying from the \
+                 oldest retained",
+                Some(json!({ "oldest_seq": oldest, "requested_after": after })),
             )
             .await?;
         }
-        for event in replay.events.into_iter().filter(|e| e.seq <= until) {
+        Ok(Some(replay.events))
+    }
+
+    /// First-sends the retained events after the cursor, up to `until`.
+    async fn catch_up(&mut self, until: u64) -> Result<(), Closed> {
+        let Some(events) = self.replay_after(self.cursor).await? else {
+            return Ok(());
+        };
+        for event in events.into_iter().filter(|e| e.seq <= until) {
             self.send_first(event).await?;
         }
         Ok(())
@@ -407,25 +417,12 @@ impl Connection {
             // Nothing was sent on this connection yet: the replay is its first delivery.
             self.cursor = last_seq;
         }
-        let replay = match self.state.bus.replay(self.user.id, last_seq).await {
-            Ok(replay) => replay,
-            Err(e) => {
-                tracing::error!(error = %e, "replay failed");
-                return self
-                    .send_error(
-                        ErrorCode::ServiceUnavailable,
-                        "events could not be replayed; retry",
-                        None,
-                    )
-                    .await;
-            }
+        let Some(events) = self.replay_after(last_seq).await? else {
+            return Ok(());
         };
-        if let Some(oldest) = replay.truncated_from {
-            self.send_error(ErrorCode::ReplayTruncated, "events after last_seq were dropped by retention; replaying from the oldest retained", Some(json!({ "oldest_seq": oldest, "requested_after": last_seq }))).await?;
-        }
         // What was sent here before this resume; sends are in order, so it is one range.
         let (sent_lo, sent_hi) = (self.sent_lo.unwrap_or(u64::MAX), self.cursor);
-        for event in replay.events {
+        for event in events {
             if (sent_lo..=sent_hi).contains(&event.seq) {
                 self.send(event.to_json(true)).await?;
             } else if event.seq <= sent_hi {

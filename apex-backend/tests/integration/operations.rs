@@ -7,15 +7,7 @@ use crate::support::*;
 #[tokio::test]
 async fn health_ready_and_metrics_report_the_service() {
     let server = TestServer::start().await;
-    let health: Value = server
-        .http
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, health) = server.get_json("/health").await;
     assert_eq!(health["status"], "ok");
     let response = server.http.get(server.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), 200);

@@ -17,15 +17,7 @@ async fn golden_path_on_services_is_durable_when_agent_completed_arrives() {
     let services =
         services_or_skip!("golden_path_on_services_is_durable_when_agent_completed_arrives");
     let server = TestServer::start_on(&services, |_| {}).await;
-    let ready: Value = server
-        .http
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = server.get_json("/ready").await;
     assert_eq!(ready["mode"], "external");
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["dependencies"]["store"]["kind"], "postgres");
@@ -297,15 +289,7 @@ async fn a_killed_instance_leaves_its_run_interrupted_with_partial_results_after
 }
 
 async fn ready(server: &TestServer) -> Value {
-    server
-        .http
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.get_json("/ready").await.1
 }
 
 async fn wait_for_ready_status(server: &TestServer, want: &str) {

@@ -125,6 +125,12 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn login_response(&self, email: &str) -> Value {
         let (status, body) = self
             .post(
