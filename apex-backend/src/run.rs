@@ -68,6 +68,12 @@ pub enum RunFailure {
     Bus(#[from] BusError),
 }
 
+impl RunContext {
+    fn take_log(&self) -> Vec<Arc<Event>> {
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 struct RunContext {
     /// Events published but not yet in the store's log; written at each checkpoint.
     log: std::sync::Mutex<Vec<Arc<Event>>>,
@@ -103,32 +109,26 @@ pub async fn start(
         )
     })?;
     let thread_id = thread_id.unwrap_or_else(Uuid::new_v4);
-    if !state.store.claim_thread(thread_id, user.id).await? {
+    let run_id = Uuid::new_v4();
+    let run = RunRecord {
+        id: run_id,
+        user_id: user.id,
+        thread_id,
+        server_id: state.server_id.clone(),
+        status: RunStatus::Running,
+        result: None,
+    };
+    let message = MessageRecord {
+        id: Uuid::new_v4(),
+        thread_id,
+        user_id: user.id,
+        run_id: Some(run_id),
+        role: Role::User,
+        content: content.clone(),
+    };
+    if !state.store.begin_run(run, message).await? {
         return Err(RunRefused::new(ErrorCode::ThreadNotFound, "no such thread"));
     }
-    let run_id = Uuid::new_v4();
-    state
-        .store
-        .append_message(MessageRecord {
-            id: Uuid::new_v4(),
-            thread_id,
-            user_id: user.id,
-            run_id: Some(run_id),
-            role: Role::User,
-            content: content.clone(),
-        })
-        .await?;
-    state
-        .store
-        .start_run(RunRecord {
-            id: run_id,
-            user_id: user.id,
-            thread_id,
-            server_id: state.server_id.clone(),
-            status: RunStatus::Running,
-            result: None,
-        })
-        .await?;
     let context = RunContext {
         log: std::sync::Mutex::default(),
         user_id: user.id,
@@ -169,6 +169,13 @@ async fn execute(state: AppState, _slot: RunSlot, run: RunContext) {
     let partial = Value::Object(partial);
     if let Err(e) = state
         .store
+        .append_events(run.user_id, &run.take_log())
+        .await
+    {
+        tracing::error!(run_id = %run.run_id, error = %e, "could not log the run's events");
+    }
+    if let Err(e) = state
+        .store
         .finish_run(run.run_id, status, Some(partial.clone()))
         .await
     {
@@ -204,11 +211,11 @@ async fn checkpoint(
     run: &RunContext,
     partial: Option<Value>,
 ) -> Result<(), RunFailure> {
-    let queued = std::mem::take(&mut *run.log.lock().unwrap_or_else(|e| e.into_inner()));
-    state.store.append_events(run.user_id, &queued).await?;
-    if let Some(partial) = partial {
-        state.store.record_progress(run.run_id, partial).await?;
-    }
+    let queued = run.take_log();
+    state
+        .store
+        .checkpoint_run(run.run_id, run.user_id, &queued, partial)
+        .await?;
     Ok(())
 }
 
@@ -259,10 +266,7 @@ async fn emit(
     agent: &str,
     payload: Value,
 ) -> Result<(), RunFailure> {
-    let think = state.config.think_time();
-    if !think.is_zero() && kind != EventType::AgentStarted {
-        tokio::time::sleep(think).await;
-    }
+    think(state, kind).await;
     let event = state
         .bus
         .append(run.user_id, draft(run, kind, agent, payload))
@@ -271,12 +275,16 @@ async fn emit(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(event.clone());
-    if kind == EventType::AgentCompleted {
-        // Durable before the user is told: the whole run is logged when this arrives.
-        checkpoint(state, run, None).await?;
-    }
     state.bus.fan_out(run.user_id, &event).await?;
     Ok(())
+}
+
+/// The configured pause before every event but the first.
+async fn think(state: &AppState, kind: EventType) {
+    let think = state.config.think_time();
+    if !think.is_zero() && kind != EventType::AgentStarted {
+        tokio::time::sleep(think).await;
+    }
 }
 
 /// One agent's step: thinking, tool_executing, the tool itself, tool_completed.
@@ -406,34 +414,34 @@ async fn pipeline(
         "llm_tokens": 0,
         "compute_ms": started.elapsed().as_secs_f64() * 1000.0,
     });
-    // Durable before the user is told: agent_completed means the answer is stored.
-    state
-        .store
-        .append_message(MessageRecord {
-            id: Uuid::new_v4(),
-            thread_id: run.thread_id,
-            user_id: run.user_id,
-            run_id: Some(run.run_id),
-            role: Role::Assistant,
-            content: report.markdown.clone(),
-        })
+    let answer = MessageRecord {
+        id: Uuid::new_v4(),
+        thread_id: run.thread_id,
+        user_id: run.user_id,
+        run_id: Some(run.run_id),
+        role: Role::Assistant,
+        content: report.markdown.clone(),
+    };
+    let payload = json!({
+        "status": "completed",
+        "final_response": report.markdown,
+        "result": result,
+        "usage": usage,
+        "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+    });
+    think(state, EventType::AgentCompleted).await;
+    let completed = state
+        .bus
+        .append(
+            run.user_id,
+            draft(run, EventType::AgentCompleted, SUPERVISOR, payload),
+        )
         .await?;
-    state
-        .store
-        .finish_run(run.run_id, RunStatus::Completed, Some(result.clone()))
-        .await?;
-    emit(
-        state,
-        run,
-        EventType::AgentCompleted,
-        SUPERVISOR,
-        json!({
-            "status": "completed",
-            "final_response": report.markdown,
-            "result": result,
-            "usage": usage,
-            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-        }),
-    )
-    .await
+    let mut events = run.take_log();
+    events.push(completed.clone());
+    // Durable before the user is told: when agent_completed arrives, the answer, the result
+    // and every event of the run are stored.
+    state.store.complete_run(answer, result, &events).await?;
+    state.bus.fan_out(run.user_id, &completed).await?;
+    Ok(())
 }

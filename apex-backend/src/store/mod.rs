@@ -140,4 +140,48 @@ pub trait Store: Send + Sync + 'static {
     async fn append_events(&self, user_id: Uuid, events: &[Arc<Event>]) -> Result<(), StoreError>;
     /// The logged events of a run, in `seq` order.
     async fn run_events(&self, run_id: Uuid) -> Result<Vec<Event>, StoreError>;
+
+    // The run lifecycle as the pipeline uses it: each call is one unit, so a store can make
+    // it one round trip. The defaults compose the calls above.
+
+    /// Claims the thread, stores the user's message and the running run. False (and nothing
+    /// stored) when the thread belongs to another user.
+    async fn begin_run(&self, run: RunRecord, message: MessageRecord) -> Result<bool, StoreError> {
+        if !self.claim_thread(run.thread_id, run.user_id).await? {
+            return Ok(false);
+        }
+        self.append_message(message).await?;
+        self.start_run(run).await?;
+        Ok(true)
+    }
+
+    /// Logs the run's events so far and, if given, its partial results (renewing its
+    /// heartbeat).
+    async fn checkpoint_run(
+        &self,
+        run_id: Uuid,
+        user_id: Uuid,
+        events: &[Arc<Event>],
+        partial: Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        self.append_events(user_id, events).await?;
+        if let Some(partial) = partial {
+            self.record_progress(run_id, partial).await?;
+        }
+        Ok(())
+    }
+
+    /// Logs the run's last events, stores the answer and marks the run completed.
+    async fn complete_run(
+        &self,
+        answer: MessageRecord,
+        result: serde_json::Value,
+        events: &[Arc<Event>],
+    ) -> Result<(), StoreError> {
+        let (run_id, user_id) = (answer.run_id.unwrap_or_default(), answer.user_id);
+        self.append_events(user_id, events).await?;
+        self.append_message(answer).await?;
+        self.finish_run(run_id, RunStatus::Completed, Some(result))
+            .await
+    }
 }

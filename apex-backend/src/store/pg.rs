@@ -88,6 +88,33 @@ fn run_from(row: RunRow) -> RunRecord {
 
 type UserRow = (Uuid, String, String, String, bool);
 
+/// Events as the columns of an `UNNEST` insert into the event log.
+struct EventRows<'a> {
+    seqs: Vec<i64>,
+    runs: Vec<Uuid>,
+    kinds: Vec<String>,
+    bodies: Vec<Json<&'a Event>>,
+}
+
+impl<'a> EventRows<'a> {
+    fn new(events: &'a [Arc<Event>]) -> Self {
+        Self {
+            seqs: events.iter().map(|e| e.seq as i64).collect(),
+            runs: events.iter().map(|e| e.run_id).collect(),
+            kinds: events
+                .iter()
+                .map(|e| {
+                    serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect(),
+            bodies: events.iter().map(|e| Json(&**e)).collect(),
+        }
+    }
+}
+
 fn user_from((id, email, name, password_hash, is_demo): UserRow) -> UserRecord {
     UserRecord {
         id,
@@ -459,18 +486,7 @@ impl Store for PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
-        let runs: Vec<Uuid> = events.iter().map(|e| e.run_id).collect();
-        let kinds: Vec<String> = events
-            .iter()
-            .map(|e| {
-                serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
-            .collect();
-        let bodies: Vec<Json<&Event>> = events.iter().map(|e| Json(&**e)).collect();
+        let rows = EventRows::new(events);
         self.bounded(
             sqlx::query(
                 "INSERT INTO events (user_id, seq, run_id, type, body)
@@ -479,10 +495,10 @@ impl Store for PgStore {
                  ON CONFLICT (user_id, seq) DO NOTHING",
             )
             .bind(user_id)
-            .bind(&seqs)
-            .bind(&runs)
-            .bind(&kinds)
-            .bind(&bodies)
+            .bind(&rows.seqs)
+            .bind(&rows.runs)
+            .bind(&rows.kinds)
+            .bind(&rows.bodies)
             .execute(&self.pool),
         )
         .await
@@ -498,5 +514,110 @@ impl Store for PgStore {
             )
             .await?;
         Ok(rows.into_iter().map(|(j,)| j.0).collect())
+    }
+
+    async fn begin_run(&self, run: RunRecord, message: MessageRecord) -> Result<bool, StoreError> {
+        // One statement: claim the thread, then store the message and the run only if the
+        // thread is the user's. (The owner subquery cannot see the CTE's own insert, hence
+        // the UNION with its RETURNING.)
+        let owned: bool = self
+            .bounded(
+                sqlx::query_scalar(
+                    "WITH claimed AS (
+                         INSERT INTO threads (id, user_id) VALUES ($1, $2)
+                         ON CONFLICT (id) DO NOTHING RETURNING user_id),
+                     owner AS (
+                         SELECT user_id FROM claimed
+                         UNION ALL SELECT user_id FROM threads WHERE id = $1 LIMIT 1),
+                     message AS (
+                         INSERT INTO messages (id, thread_id, user_id, run_id, role, content)
+                         SELECT $3, $1, $2, $4, 'user', $5 FROM owner WHERE user_id = $2),
+                     run AS (
+                         INSERT INTO runs (id, user_id, thread_id, server_id, status)
+                         SELECT $4, $2, $1, $6, 'running' FROM owner WHERE user_id = $2)
+                     SELECT COALESCE((SELECT user_id = $2 FROM owner), false)",
+                )
+                .bind(run.thread_id)
+                .bind(run.user_id)
+                .bind(message.id)
+                .bind(run.id)
+                .bind(&message.content)
+                .bind(&run.server_id)
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(owned)
+    }
+
+    async fn checkpoint_run(
+        &self,
+        run_id: Uuid,
+        user_id: Uuid,
+        events: &[Arc<Event>],
+        partial: Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let rows = EventRows::new(events);
+        self.bounded(
+            sqlx::query(
+                "WITH logged AS (
+                     INSERT INTO events (user_id, seq, run_id, type, body)
+                     SELECT $1, seq, run_id, type, body
+                     FROM UNNEST($2::bigint[], $3::uuid[], $4::text[], $5::jsonb[]) AS t(seq, run_id, type, body)
+                     ON CONFLICT (user_id, seq) DO NOTHING)
+                 UPDATE runs SET result = COALESCE($7, result), heartbeat_at = now()
+                 WHERE id = $6 AND status = 'running'",
+            )
+            .bind(user_id)
+            .bind(&rows.seqs)
+            .bind(&rows.runs)
+            .bind(&rows.kinds)
+            .bind(&rows.bodies)
+            .bind(run_id)
+            .bind(partial.map(Json))
+            .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn complete_run(
+        &self,
+        answer: MessageRecord,
+        result: serde_json::Value,
+        events: &[Arc<Event>],
+    ) -> Result<(), StoreError> {
+        let rows = EventRows::new(events);
+        let run_id = answer.run_id.unwrap_or_default();
+        let updated = self
+            .bounded(
+                sqlx::query(
+                    "WITH logged AS (
+                         INSERT INTO events (user_id, seq, run_id, type, body)
+                         SELECT $1, seq, run_id, type, body
+                         FROM UNNEST($2::bigint[], $3::uuid[], $4::text[], $5::jsonb[]) AS t(seq, run_id, type, body)
+                         ON CONFLICT (user_id, seq) DO NOTHING),
+                     answer AS (
+                         INSERT INTO messages (id, thread_id, user_id, run_id, role, content)
+                         VALUES ($6, $7, $1, $8, 'assistant', $9))
+                     UPDATE runs SET status = 'completed', result = $10, finished_at = now()
+                     WHERE id = $8",
+                )
+                .bind(answer.user_id)
+                .bind(&rows.seqs)
+                .bind(&rows.runs)
+                .bind(&rows.kinds)
+                .bind(&rows.bodies)
+                .bind(answer.id)
+                .bind(answer.thread_id)
+                .bind(run_id)
+                .bind(&answer.content)
+                .bind(Json(result))
+                .execute(&self.pool),
+            )
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("run {run_id} does not exist")));
+        }
+        Ok(())
     }
 }

@@ -185,6 +185,98 @@ async fn store_contract(store: Arc<dyn Store>) {
             .is_err()
     );
 
+    // The run lifecycle in the pipeline's units.
+    let third = Uuid::new_v4();
+    let lifecycle_thread = Uuid::new_v4();
+    let message = |run_id, role, content: &str| MessageRecord {
+        id: Uuid::new_v4(),
+        thread_id: lifecycle_thread,
+        user_id: alice.id,
+        run_id: Some(run_id),
+        role,
+        content: content.into(),
+    };
+    let begun = RunRecord {
+        id: third,
+        user_id: alice.id,
+        thread_id: lifecycle_thread,
+        server_id: "contract-a".into(),
+        status: RunStatus::Running,
+        result: None,
+    };
+    assert!(
+        store
+            .begin_run(begun.clone(), message(third, Role::User, "question"))
+            .await
+            .unwrap()
+    );
+    let foreign = RunRecord {
+        id: Uuid::new_v4(),
+        user_id: bob.id,
+        ..begun.clone()
+    };
+    assert!(
+        !store
+            .begin_run(
+                foreign.clone(),
+                MessageRecord {
+                    user_id: bob.id,
+                    ..message(foreign.id, Role::User, "intruder")
+                }
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.run(foreign.id).await.unwrap().is_none(),
+        "nothing stored for a foreign thread"
+    );
+    let lifecycle_event = |seq| Arc::new(apex_backend::protocol::Event::new(draft(third), seq));
+    store
+        .checkpoint_run(
+            third,
+            alice.id,
+            &[lifecycle_event(10), lifecycle_event(11)],
+            Some(json!({ "step": 1 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run(third).await.unwrap().unwrap().result.unwrap()["step"],
+        1
+    );
+    store
+        .complete_run(
+            message(third, Role::Assistant, "answer"),
+            json!({ "done": true }),
+            &[lifecycle_event(12)],
+        )
+        .await
+        .unwrap();
+    let done = store.run(third).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.result.unwrap()["done"].clone()),
+        (RunStatus::Completed, json!(true))
+    );
+    assert_eq!(
+        store
+            .run_events(third)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [10, 11, 12]
+    );
+    let contents: Vec<String> = store
+        .messages(lifecycle_thread)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(contents, ["question", "answer"]);
+
     let event = |seq| Arc::new(apex_backend::protocol::Event::new(draft(second), seq));
     store
         .append_events(alice.id, &[event(2), event(1)])
