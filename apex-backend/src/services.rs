@@ -7,7 +7,6 @@
 //! 4. otherwise a clear error naming the three options.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::bus::{BusError, EventBus, MemBus, RedisBus, RedisBusOptions};
 use crate::config::Config;
@@ -81,7 +80,7 @@ impl Services {
         let store = PgStore::connect(&PgStoreOptions {
             url: database_url.to_owned(),
             schema: config.database_schema.clone(),
-            timeout: config.database_timeout().max(Duration::from_secs(1)),
+            timeout: config.database_timeout(),
             run_migrations: !config.no_migrate,
             max_connections: config.database_max_connections,
         })

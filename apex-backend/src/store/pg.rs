@@ -142,7 +142,9 @@ impl PgStore {
             .url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
-        let timeout = options.timeout;
+        // Creating the schema and migrating may take longer than one operation may: instances
+        // starting together wait on each other's migration lock.
+        let startup_timeout = (options.timeout * 10).max(Duration::from_secs(10));
         let setup = async {
             let mut conn = PgConnection::connect_with(&connect)
                 .await
@@ -164,29 +166,29 @@ impl PgStore {
             let _ = conn.close().await;
             Ok(())
         };
-        tokio::time::timeout(timeout, setup)
+        tokio::time::timeout(startup_timeout, setup)
             .await
             .map_err(|_| StoreError::Timeout)??;
 
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(timeout)
+            .acquire_timeout(options.timeout)
             .connect_lazy_with(connect.options([("search_path", schema.as_str())]));
         let store = Self {
             pool,
-            timeout,
+            timeout: options.timeout,
             usage_cache: Mutex::default(),
         };
         if options.run_migrations {
             // Migrations take an advisory lock, so instances starting together are safe.
-            store
-                .bounded(async {
-                    sqlx::migrate!("./migrations")
-                        .run(&store.pool)
-                        .await
-                        .map_err(|e| sqlx::Error::Protocol(format!("migration failed: {e}")))
-                })
-                .await?;
+            let migrate = sqlx::migrate!("./migrations").run(&store.pool);
+            match tokio::time::timeout(startup_timeout, migrate).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(StoreError::Unavailable(format!("migration failed: {e}")));
+                }
+                Err(_) => return Err(StoreError::Timeout),
+            }
         }
         Ok(store)
     }
