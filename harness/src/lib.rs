@@ -1,8 +1,18 @@
 //! `apex-harness`: the golden-path verification harness.
 //!
-//! The scenario runner, verdicts and reports arrive with the harness issue; until then this
-//! crate only reserves its place in the workspace so the layout of the design card holds.
+//! The harness drives real journeys against a chat backend and turns what it saw into a
+//! verdict. It reads frames as JSON values through the documented protocol
+//! (`docs/protocol.md`), never through the backend's types.
 //!
 //! # Layout
 //!
-//! Nothing yet.
+//! - [`profile`]: protocol profiles (`apex`, strict; `netra`, the real platform's looser
+//!   shapes): where a frame's type, `seq` and run id live, what to ignore.
+//! - [`verify`]: the invariants every journey is held to, over a connection's transcript, and
+//!   the failure classes they report.
+//!
+//! Still to come (see the harness issue): scenario files, the runner and its transports,
+//! metrics, thresholds, reports and the CLI.
+
+pub mod profile;
+pub mod verify;

@@ -1,0 +1,450 @@
+//! The invariants every journey is held to unless its profile turns one off: `seq` strictly
+//! increasing and gap-free, no duplicate unless marked as a redelivery, runs well formed
+//! (`agent_started` first, `agent_completed` last, tools paired), no close 1011, and no frame
+//! carrying another virtual user's identity or message marker.
+//!
+//! Checks look only at what the connection received, never at what the harness sent.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::{Failure, FailureClass, Transcript};
+use crate::profile::Profile;
+
+/// The stream event types of the golden path.
+const EVENT_TYPES: &[&str] = &[
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+    "agent_error",
+];
+
+#[derive(Default)]
+struct RunState {
+    /// Open `agent_started`s (nested agents count up).
+    depth: u32,
+    completed: bool,
+    open_tools: Vec<String>,
+}
+
+fn is_redelivery(frame: &Value) -> bool {
+    frame.get("redelivery") == Some(&Value::Bool(true))
+}
+
+/// The frame without fields that legitimately differ between two sends of one event.
+fn identity_of(frame: &Value) -> String {
+    let mut copy = frame.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("timestamp");
+        map.remove("redelivery");
+    }
+    copy.to_string()
+}
+
+/// Checks one connection's transcript against the profile's invariants.
+pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    if transcript.close_code == Some(1011) {
+        failures.push(Failure::new(
+            FailureClass::Ws1011,
+            "the server closed the connection with 1011 (internal error)",
+            None,
+        ));
+    }
+    // Where the stream stood when the connection opened: the first event must follow it.
+    let mut last_seq: Option<u64> = transcript
+        .frames
+        .iter()
+        .find(|f| profile.frame_type(&f.value) == Some("connection_established"))
+        .and_then(|f| f.value.get("last_seq")?.as_u64());
+    let mut seen_seqs: HashSet<u64> = HashSet::new();
+    let mut seen_frames: HashSet<String> = HashSet::new();
+    let mut runs: HashMap<String, RunState> = HashMap::new();
+
+    for (index, frame) in transcript.frames.iter().enumerate() {
+        let value = &frame.value;
+        let Some(kind) = profile.frame_type(value) else {
+            continue;
+        };
+        let seq = profile.seq(value);
+        if profile.is_ignored(kind) || !(EVENT_TYPES.contains(&kind) || seq.is_some()) {
+            continue;
+        }
+        let at = Some(index);
+
+        // Sequence numbers and duplicates.
+        match seq {
+            Some(seq) if is_redelivery(value) => {
+                if !seen_seqs.contains(&seq) {
+                    failures.push(Failure::new(
+                        FailureClass::SeqGap,
+                        format!("redelivery of seq {seq}, whose first send never arrived"),
+                        at,
+                    ));
+                    seen_seqs.insert(seq);
+                }
+                // A marked redelivery of a known event is allowed and not re-checked.
+                continue;
+            }
+            Some(seq) => {
+                if !seen_seqs.insert(seq) {
+                    failures.push(Failure::new(
+                        FailureClass::DuplicateEvent,
+                        format!("seq {seq} arrived again without `redelivery: true`"),
+                        at,
+                    ));
+                    continue;
+                }
+                match last_seq {
+                    Some(last) if seq <= last => failures.push(Failure::new(
+                        FailureClass::OrderViolation,
+                        format!("seq {seq} arrived after seq {last}"),
+                        at,
+                    )),
+                    Some(last) if seq > last + 1 => failures.push(Failure::new(
+                        FailureClass::SeqGap,
+                        format!(
+                            "seq {seq} follows seq {last}: {} event(s) missing",
+                            seq - last - 1
+                        ),
+                        at,
+                    )),
+                    _ => {}
+                }
+                last_seq = Some(last_seq.map_or(seq, |last| last.max(seq)));
+            }
+            None => {
+                if profile.require_seq {
+                    failures.push(Failure::new(
+                        FailureClass::SeqGap,
+                        format!("`{kind}` event without a seq"),
+                        at,
+                    ));
+                }
+                if !seen_frames.insert(identity_of(value)) {
+                    failures.push(Failure::new(
+                        FailureClass::DuplicateEvent,
+                        format!("`{kind}` arrived twice, identical"),
+                        at,
+                    ));
+                    continue;
+                }
+            }
+        }
+
+        // Run structure.
+        let Some(run_id) = profile.run_id(value) else {
+            if profile.require_seq {
+                failures.push(Failure::new(
+                    FailureClass::OrderViolation,
+                    format!("`{kind}` event without a run_id"),
+                    at,
+                ));
+            }
+            continue;
+        };
+        let run = runs.entry(run_id.to_owned()).or_default();
+        if run.completed {
+            failures.push(Failure::new(
+                FailureClass::OrderViolation,
+                format!("`{kind}` of run {run_id} after its agent_completed"),
+                at,
+            ));
+            continue;
+        }
+        match kind {
+            "agent_started" => {
+                if run.depth > 0 && !profile.nested_agents {
+                    failures.push(Failure::new(
+                        FailureClass::OrderViolation,
+                        format!("second agent_started for run {run_id}"),
+                        at,
+                    ));
+                }
+                run.depth += 1;
+            }
+            _ if run.depth == 0 => failures.push(Failure::new(
+                FailureClass::OrderViolation,
+                format!("`{kind}` of run {run_id} before its agent_started"),
+                at,
+            )),
+            "tool_executing" => run
+                .open_tools
+                .push(profile.tool_name(value).unwrap_or_default().to_owned()),
+            "tool_completed" => {
+                let tool = profile.tool_name(value).unwrap_or_default();
+                match run.open_tools.iter().rposition(|t| t == tool) {
+                    Some(open) => {
+                        run.open_tools.remove(open);
+                    }
+                    None => failures.push(Failure::new(
+                        FailureClass::UnpairedTool,
+                        format!(
+                            "tool_completed `{tool}` of run {run_id} without its tool_executing"
+                        ),
+                        at,
+                    )),
+                }
+            }
+            "agent_completed" | "agent_error" => {
+                run.depth -= 1;
+                if run.depth == 0 {
+                    run.completed = true;
+                    for tool in run.open_tools.drain(..) {
+                        failures.push(Failure::new(
+                            FailureClass::UnpairedTool,
+                            format!("tool_executing `{tool}` of run {run_id} never completed"),
+                            at,
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    failures
+}
+
+/// Who a virtual user is, as far as leaks go: anything of it in another user's frames is a
+/// breach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Option<String>,
+    pub email: String,
+    /// The unique marker the harness puts in each of this user's messages.
+    pub marker: String,
+}
+
+impl Identity {
+    fn needles(&self) -> impl Iterator<Item = &str> {
+        self.user_id
+            .iter()
+            .map(String::as_str)
+            .chain([self.email.as_str(), self.marker.as_str()])
+            .filter(|n| !n.is_empty())
+    }
+}
+
+/// Checks every user's transcripts for other users' identities and markers.
+///
+/// Returns, per input transcript (same order), the breaches found in it.
+pub fn check_isolation(transcripts: &[(&Identity, &Transcript)]) -> Vec<Vec<Failure>> {
+    let mut distinct: Vec<&Identity> = Vec::new();
+    for (identity, _) in transcripts {
+        if !distinct.contains(identity) {
+            distinct.push(identity);
+        }
+    }
+    transcripts
+        .iter()
+        .map(|(own, transcript)| {
+            let mut failures = Vec::new();
+            for (index, frame) in transcript.frames.iter().enumerate() {
+                let text = frame.value.to_string();
+                for other in distinct.iter().filter(|o| o.email != own.email) {
+                    if let Some(needle) = other.needles().find(|n| text.contains(n)) {
+                        failures.push(Failure::new(
+                            FailureClass::IsolationBreach,
+                            format!(
+                                "frame received by {} carries `{needle}` of {}",
+                                own.email, other.email
+                            ),
+                            Some(index),
+                        ));
+                    }
+                }
+            }
+            failures
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const RUN: [(&str, &str); 11] = [
+        ("agent_started", ""),
+        ("agent_thinking", ""),
+        ("tool_executing", "fetch_usage_data"),
+        ("tool_completed", "fetch_usage_data"),
+        ("agent_thinking", ""),
+        ("tool_executing", "analyze_costs"),
+        ("tool_completed", "analyze_costs"),
+        ("agent_thinking", ""),
+        ("tool_executing", "generate_report"),
+        ("tool_completed", "generate_report"),
+        ("agent_completed", ""),
+    ];
+
+    fn event(kind: &str, tool: &str, seq: u64, run: &str) -> Value {
+        json!({ "type": kind, "seq": seq, "run_id": run, "payload": { "tool_name": tool } })
+    }
+
+    fn transcript(frames: Vec<Value>) -> Transcript {
+        let mut t = Transcript::default();
+        t.push(
+            Duration::ZERO,
+            json!({ "type": "connection_established", "last_seq": 0 }),
+        );
+        for frame in frames {
+            t.push(Duration::ZERO, frame);
+        }
+        t
+    }
+
+    fn healthy_run(first_seq: u64, run: &str) -> Vec<Value> {
+        RUN.iter()
+            .enumerate()
+            .map(|(i, (kind, tool))| event(kind, tool, first_seq + i as u64, run))
+            .collect()
+    }
+
+    fn classes(failures: &[Failure]) -> Vec<String> {
+        failures.iter().map(|f| f.class.to_string()).collect()
+    }
+
+    #[test]
+    fn a_healthy_run_with_heartbeats_and_redeliveries_passes() {
+        let mut frames = healthy_run(1, "r1");
+        frames.insert(3, json!({ "type": "pong" }));
+        let mut redelivered = frames[2].clone();
+        redelivered["redelivery"] = json!(true);
+        frames.push(redelivered);
+        assert!(check_connection(&Profile::apex(), &transcript(frames)).is_empty());
+    }
+
+    #[test]
+    fn interleaved_runs_of_one_user_pass() {
+        let (a, b) = (healthy_run(1, "a"), healthy_run(100, "b"));
+        let mut frames = Vec::new();
+        for (seq, (x, y)) in a.into_iter().zip(b).enumerate() {
+            let mut x = x;
+            let mut y = y;
+            x["seq"] = json!(2 * seq as u64 + 1);
+            y["seq"] = json!(2 * seq as u64 + 2);
+            frames.extend([x, y]);
+        }
+        assert!(check_connection(&Profile::apex(), &transcript(frames)).is_empty());
+    }
+
+    #[test]
+    fn each_sabotage_is_caught_with_its_class() {
+        let apex = Profile::apex();
+        let check = |frames: Vec<Value>| classes(&check_connection(&apex, &transcript(frames)));
+
+        let mut dropped = healthy_run(1, "r");
+        dropped.remove(6); // tool_completed analyze_costs
+        let found = check(dropped);
+        assert!(
+            found.contains(&"seq_gap".to_owned()) && found.contains(&"unpaired_tool".to_owned()),
+            "{found:?}"
+        );
+
+        let mut renumbered = healthy_run(1, "r");
+        renumbered.remove(6);
+        for (i, frame) in renumbered.iter_mut().enumerate() {
+            frame["seq"] = json!(i as u64 + 1);
+        }
+        assert_eq!(
+            check(renumbered),
+            ["unpaired_tool"],
+            "a dropped event hidden by renumbering"
+        );
+
+        let mut swapped = healthy_run(1, "r");
+        swapped.swap(2, 3);
+        let found = check(swapped);
+        assert!(found.contains(&"order_violation".to_owned()), "{found:?}");
+
+        let mut duplicated = healthy_run(1, "r");
+        duplicated.insert(5, duplicated[4].clone());
+        assert_eq!(check(duplicated), ["duplicate_event"]);
+
+        let mut late = healthy_run(1, "r");
+        let last = late.pop().unwrap();
+        late.insert(9, last);
+        let found = check(late);
+        assert!(found.contains(&"order_violation".to_owned()), "{found:?}");
+
+        let mut unmarked_resend = healthy_run(1, "r");
+        unmarked_resend.push(unmarked_resend[0].clone());
+        assert_eq!(check(unmarked_resend), ["duplicate_event"]);
+
+        let mut t = transcript(healthy_run(1, "r"));
+        t.close_code = Some(1011);
+        assert_eq!(classes(&check_connection(&apex, &t)), ["ws_1011"]);
+    }
+
+    #[test]
+    fn the_first_event_must_follow_the_announced_stream_head() {
+        let mut t = Transcript::default();
+        t.push(
+            Duration::ZERO,
+            json!({ "type": "connection_established", "last_seq": 10 }),
+        );
+        for frame in healthy_run(13, "r") {
+            t.push(Duration::ZERO, frame);
+        }
+        assert_eq!(
+            classes(&check_connection(&Profile::apex(), &t)),
+            ["seq_gap"]
+        );
+    }
+
+    #[test]
+    fn netra_needs_no_seq_and_allows_sub_agents() {
+        let netra = Profile::netra();
+        let frames = vec![
+            json!({ "type": "agent_started", "data": { "run_id": "r" } }),
+            json!({ "type": "heartbeat" }),
+            json!({ "type": "agent_started", "data": { "run_id": "r", "agent": "sub" } }),
+            json!({ "type": "tool_executing", "data": { "run_id": "r", "tool": "t" } }),
+            json!({ "type": "tool_completed", "data": { "run_id": "r", "tool": "t" } }),
+            json!({ "type": "agent_completed", "data": { "run_id": "r", "agent": "sub" } }),
+            json!({ "type": "agent_completed", "data": { "run_id": "r" } }),
+        ];
+        assert!(check_connection(&netra, &transcript(frames.clone())).is_empty());
+        let mut doubled = frames;
+        doubled.insert(4, doubled[3].clone());
+        assert_eq!(
+            classes(&check_connection(&netra, &transcript(doubled))),
+            ["duplicate_event"]
+        );
+    }
+
+    #[test]
+    fn another_users_marker_or_identity_is_a_breach() {
+        let alice = Identity {
+            user_id: Some("u-alice".into()),
+            email: "alice@apex.test".into(),
+            marker: "mk-a1".into(),
+        };
+        let bob = Identity {
+            user_id: Some("u-bob".into()),
+            email: "bob@apex.test".into(),
+            marker: "mk-b2".into(),
+        };
+        let own = transcript(vec![
+            json!({ "type": "agent_started", "payload": { "echo": "mk-a1", "user": "u-alice" } }),
+        ]);
+        let leaked = transcript(vec![
+            json!({ "type": "agent_thinking", "payload": { "thought": "about mk-a1" } }),
+        ]);
+        let results = check_isolation(&[(&alice, &own), (&bob, &leaked)]);
+        assert!(
+            results[0].is_empty(),
+            "own marker is fine: {:?}",
+            results[0]
+        );
+        assert_eq!(classes(&results[1]), ["isolation_breach"]);
+        assert_eq!(results[1][0].frame, Some(1));
+    }
+}

@@ -1,0 +1,96 @@
+//! Verification: what a connection received (its [`Transcript`]), the invariants every
+//! journey is held to, and the failure classes a report names.
+
+mod invariants;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use invariants::{Identity, check_connection, check_isolation};
+
+/// What went wrong, by class, as reports and thresholds count it (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureClass {
+    /// Login or handshake refused credentials that should work.
+    AuthRejected,
+    /// The server closed with 1011 (always an error).
+    Ws1011,
+    /// The WebSocket handshake failed or hung.
+    HandshakeFailed,
+    /// An expected event never arrived.
+    MissingEvent(String),
+    /// Events arrived out of order (within a run, or `seq` going backwards).
+    OrderViolation,
+    /// The same event arrived twice without being marked as a redelivery.
+    DuplicateEvent,
+    /// A `seq` was skipped, or an event had none where the profile requires it.
+    SeqGap,
+    /// A `tool_executing` without its `tool_completed`, or the reverse.
+    UnpairedTool,
+    /// A frame carried another user's identity or message marker.
+    IsolationBreach,
+    /// A step ran out of time.
+    Timeout,
+    /// The answer's content did not hold up.
+    ContentMismatch,
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AuthRejected => f.write_str("auth_rejected"),
+            Self::Ws1011 => f.write_str("ws_1011"),
+            Self::HandshakeFailed => f.write_str("handshake_failed"),
+            Self::MissingEvent(kind) => write!(f, "missing_event:{kind}"),
+            Self::OrderViolation => f.write_str("order_violation"),
+            Self::DuplicateEvent => f.write_str("duplicate_event"),
+            Self::SeqGap => f.write_str("seq_gap"),
+            Self::UnpairedTool => f.write_str("unpaired_tool"),
+            Self::IsolationBreach => f.write_str("isolation_breach"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::ContentMismatch => f.write_str("content_mismatch"),
+        }
+    }
+}
+
+/// One finding, pointing at the frame where it showed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub message: String,
+    /// Index into the transcript's frames.
+    pub frame: Option<usize>,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, message: impl Into<String>, frame: Option<usize>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            frame,
+        }
+    }
+}
+
+/// A frame as received, with when it arrived (since the journey started).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedFrame {
+    pub at: Duration,
+    pub value: Value,
+}
+
+/// Everything one connection received, in order, and how it closed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transcript {
+    pub frames: Vec<ReceivedFrame>,
+    /// The close code the server sent, if it closed.
+    pub close_code: Option<u16>,
+}
+
+impl Transcript {
+    pub fn push(&mut self, at: Duration, value: Value) {
+        self.frames.push(ReceivedFrame { at, value });
+    }
+}

@@ -1,0 +1,3 @@
+//! The harness's checks against the real bundled backend: a healthy backend must pass them.
+
+mod invariants;
