@@ -10,9 +10,15 @@
 //!   shapes): where a frame's type, `seq` and run id live, what to ignore.
 //! - [`verify`]: the invariants every journey is held to, over a connection's transcript, and
 //!   the failure classes they report.
+//! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
+//!   workers.
+//! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`), their parse errors
+//!   with columns, the stability protocol's defaults, and their evaluation.
 //!
 //! Still to come (see the harness issue): scenario files, the runner and its transports,
-//! metrics, thresholds, reports and the CLI.
+//! reports and the CLI.
 
+pub mod metrics;
 pub mod profile;
+pub mod threshold;
 pub mod verify;
