@@ -6,6 +6,9 @@
 //!
 //! # Layout
 //!
+//! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
+//!   ticket, load-balancer-preserved header, none), frames recorded into a transcript,
+//!   failures classified.
 //! - [`profile`]: protocol profiles (`apex`, strict; `netra`, the real platform's looser
 //!   shapes): where a frame's type, `seq` and run id live, what to ignore.
 //! - [`verify`]: the invariants every journey is held to, over a connection's transcript, and
@@ -15,9 +18,10 @@
 //! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`), their parse errors
 //!   with columns, the stability protocol's defaults, and their evaluation.
 //!
-//! Still to come (see the harness issue): scenario files, the runner and its transports,
-//! reports and the CLI.
+//! Still to come (see the harness issue): scenario files, the runner, TLS targets, reports and
+//! the CLI.
 
+pub mod client;
 pub mod metrics;
 pub mod profile;
 pub mod threshold;

@@ -1,90 +1,55 @@
 //! Real journeys of concurrent users against the bundled backend, checked by the harness's
 //! invariants: no false alarms on a healthy backend, and a real leak is caught.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apex_backend::{AppState, Config};
+use apex_harness::client::{Target, Transport, connect, login};
 use apex_harness::profile::Profile;
 use apex_harness::verify::{Identity, Transcript, check_connection, check_isolation};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use serde_json::json;
 
-async fn start_backend() -> (String, tokio::sync::oneshot::Sender<()>) {
-    let mut config = Config::for_tests();
-    config.fixtures_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
-    let state = AppState::embedded(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(apex_backend::serve(listener, state, async move {
-        let _ = rx.await;
-    }));
-    (format!("127.0.0.1:{}", addr.port()), tx)
-}
+use crate::start_backend;
 
 /// Logs in, sends `runs` marked messages, records everything until the last agent_completed.
 async fn journey(
-    addr: String,
+    target: Target,
     email: String,
     marker: String,
     runs: usize,
 ) -> (Identity, Transcript) {
-    let login: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/api/auth/login"))
-        .json(&json!({ "email": email, "password": "correct-horse" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let http = reqwest::Client::new();
+    let wait = Duration::from_secs(10);
+    let session = login(&http, &target, &email, "correct-horse", wait)
         .await
         .unwrap();
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-    let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", bearer.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let started = Instant::now();
-    let mut transcript = Transcript::default();
+    let mut conn = connect(&http, &target, Some(&session), Transport::Header, wait)
+        .await
+        .unwrap();
     for i in 0..runs {
         let content = format!("Where am I wasting money? [{marker}-{i}]");
         let frame = json!({ "type": "user_message", "payload": { "content": content } });
-        ws.send(Message::Text(frame.to_string().into()))
-            .await
-            .unwrap();
+        conn.send_json(&frame).await.unwrap();
     }
     let mut completed = 0;
     while completed < runs {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let value: Value = serde_json::from_str(&text).unwrap();
-        completed += usize::from(value["type"] == "agent_completed");
-        transcript.push(started.elapsed(), value);
+        let frame = conn.next_frame(wait).await.unwrap().unwrap();
+        completed += usize::from(frame["type"] == "agent_completed");
     }
     let identity = Identity {
-        user_id: Some(login["user"]["id"].as_str().unwrap().to_owned()),
+        user_id: session.user_id,
         email,
         marker,
     };
-    (identity, transcript)
+    (identity, conn.close().await)
 }
 
 #[tokio::test]
 async fn a_healthy_backend_passes_every_invariant_for_concurrent_users() {
-    let (addr, _stop) = start_backend().await;
+    let (target, _stop) = start_backend().await;
     let users = (1..=12).map(|n| format!("vu{n:02}@apex.test"));
     let journeys = users
         .enumerate()
-        .map(|(i, email)| tokio::spawn(journey(addr.clone(), email, format!("mk{i:04}x"), 3)));
+        .map(|(i, email)| tokio::spawn(journey(target.clone(), email, format!("mk{i:04}x"), 3)));
     let mut results = Vec::new();
     for handle in journeys {
         results.push(handle.await.unwrap());

@@ -1,3 +1,24 @@
-//! The harness's checks against the real bundled backend: a healthy backend must pass them.
+//! The harness against the real bundled backend: a healthy backend must pass its checks, and
+//! real failures must come back with the right class.
 
+mod client;
 mod invariants;
+
+use std::path::PathBuf;
+
+use apex_backend::{AppState, Config};
+use apex_harness::client::Target;
+
+/// Starts the bundled backend on a free port; it stops when the sender is dropped.
+pub async fn start_backend() -> (Target, tokio::sync::oneshot::Sender<()>) {
+    let mut config = Config::for_tests();
+    config.fixtures_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let state = AppState::embedded(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(apex_backend::serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    (Target::parse(&format!("http://{addr}")).unwrap(), tx)
+}

@@ -1,0 +1,371 @@
+//! The client side of a journey: login over HTTP, a WebSocket connection by any transport,
+//! and every received frame recorded in a [`Transcript`]. Failures come back classified
+//! (`auth_rejected`, `handshake_failed`, `timeout`, `ws_1011`), never as a bare "error".
+//!
+//! Plain `http://` / `ws://` targets only so far; TLS (`https://`, `wss://`) comes with the
+//! runner.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::verify::{FailureClass, Transcript};
+
+/// A classified client failure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{class}: {message}")]
+pub struct ClientFailure {
+    pub class: FailureClass,
+    pub message: String,
+}
+
+fn failure(class: FailureClass, message: impl Into<String>) -> ClientFailure {
+    ClientFailure {
+        class,
+        message: message.into(),
+    }
+}
+
+/// Where the backend is: `http://host:port` (a `ws://` URL works too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port`.
+    pub authority: String,
+}
+
+impl Target {
+    /// Parses `http://host:port`, `ws://host:port` or `host:port`; a path is ignored.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = match url.split_once("://") {
+            Some(("http" | "ws", rest)) => rest,
+            Some(("https" | "wss", _)) => {
+                return Err(format!(
+                    "{url}: TLS targets are not supported yet (use http:// or ws://)"
+                ));
+            }
+            Some((scheme, _)) => return Err(format!("{url}: unsupported scheme `{scheme}`")),
+            None => url,
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
+        let authority = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Self { authority })
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.authority)
+    }
+
+    pub fn ws(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.authority)
+    }
+}
+
+/// How the client presents its credentials to `/ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `Authorization: Bearer`.
+    Header,
+    /// `Sec-WebSocket-Protocol: jwt-auth, jwt.<token>`.
+    Subprotocol,
+    /// A single-use ticket from `POST /api/websocket/ticket` in `?ticket=`.
+    Ticket,
+    /// Only `X-Original-Authorization`, as after a load balancer stripped `Authorization`.
+    LbPreserved,
+    /// No credentials at all.
+    None,
+}
+
+/// A logged-in user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub email: String,
+    pub user_id: Option<String>,
+    pub access_token: String,
+}
+
+/// `POST /api/auth/login`. A 401 is `auth_rejected`; no answer in time is `timeout`.
+pub async fn login(
+    http: &reqwest::Client,
+    target: &Target,
+    email: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<Session, ClientFailure> {
+    let request = http
+        .post(target.http("/api/auth/login"))
+        .json(&json!({ "email": email, "password": password }))
+        .timeout(timeout)
+        .send();
+    let response = request.await.map_err(|e| {
+        let class = if e.is_timeout() {
+            FailureClass::Timeout
+        } else {
+            FailureClass::HandshakeFailed
+        };
+        failure(class, format!("login request failed: {e}"))
+    })?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.as_u16() == 401 || status.as_u16() == 403 {
+        return Err(failure(
+            FailureClass::AuthRejected,
+            format!("login of {email} refused with {status}: {body}"),
+        ));
+    }
+    if !status.is_success() {
+        return Err(failure(
+            FailureClass::HandshakeFailed,
+            format!("login of {email} answered {status}: {body}"),
+        ));
+    }
+    let access_token = body["access_token"]
+        .as_str()
+        .ok_or_else(|| {
+            failure(
+                FailureClass::ContentMismatch,
+                format!("login answer has no access_token: {body}"),
+            )
+        })?
+        .to_owned();
+    Ok(Session {
+        email: email.to_owned(),
+        user_id: body["user"]["id"].as_str().map(str::to_owned),
+        access_token,
+    })
+}
+
+/// One WebSocket connection and everything it received.
+pub struct Connection {
+    stream: WebSocketStream<TcpStream>,
+    started: Instant,
+    pub transcript: Transcript,
+    /// The subprotocol the server chose, if any.
+    pub protocol: Option<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("frames", &self.transcript.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `/ws` with the session's credentials presented by `transport`. A 401/403 refusal is
+/// `auth_rejected`; any other failure to upgrade is `handshake_failed`; no upgrade within
+/// `timeout` is `timeout`.
+pub async fn connect(
+    http: &reqwest::Client,
+    target: &Target,
+    session: Option<&Session>,
+    transport: Transport,
+    timeout: Duration,
+) -> Result<Connection, ClientFailure> {
+    let token = session.map(|s| s.access_token.as_str()).unwrap_or_default();
+    let query = match transport {
+        Transport::Ticket => {
+            let answer = http
+                .post(target.http("/api/websocket/ticket"))
+                .bearer_auth(token)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| {
+                    failure(
+                        FailureClass::HandshakeFailed,
+                        format!("ticket request failed: {e}"),
+                    )
+                })?;
+            let status = answer.status();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            let ticket = body["ticket"].as_str().ok_or_else(|| {
+                let class = if status.as_u16() == 401 {
+                    FailureClass::AuthRejected
+                } else {
+                    FailureClass::HandshakeFailed
+                };
+                failure(class, format!("no ticket ({status}): {body}"))
+            })?;
+            format!("?ticket={ticket}")
+        }
+        _ => String::new(),
+    };
+    let mut request = target
+        .ws(&query)
+        .into_client_request()
+        .map_err(|e| failure(FailureClass::HandshakeFailed, e.to_string()))?;
+    let header = |value: String| {
+        HeaderValue::from_str(&value).map_err(|_| {
+            failure(
+                FailureClass::HandshakeFailed,
+                "token is not a valid header value",
+            )
+        })
+    };
+    let headers = request.headers_mut();
+    match transport {
+        Transport::Header => {
+            headers.insert("authorization", header(format!("Bearer {token}"))?);
+        }
+        Transport::LbPreserved => {
+            headers.insert(
+                "x-original-authorization",
+                header(format!("Bearer {token}"))?,
+            );
+        }
+        Transport::Subprotocol => {
+            headers.insert(
+                "sec-websocket-protocol",
+                header(format!("jwt-auth, jwt.{token}"))?,
+            );
+        }
+        Transport::Ticket | Transport::None => {}
+    }
+    let handshake = async {
+        let tcp = TcpStream::connect(&target.authority).await.map_err(|e| {
+            failure(
+                FailureClass::HandshakeFailed,
+                format!("cannot reach {}: {e}", target.authority),
+            )
+        })?;
+        // The server writes each event as its own frame; Nagle would hold them back.
+        let _ = tcp.set_nodelay(true);
+        tokio_tungstenite::client_async(request, tcp)
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(response) => {
+                    let status = response.status();
+                    let body = response
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    let class = if matches!(status.as_u16(), 401 | 403) {
+                        FailureClass::AuthRejected
+                    } else {
+                        FailureClass::HandshakeFailed
+                    };
+                    failure(class, format!("upgrade refused with {status}: {body}"))
+                }
+                other => failure(
+                    FailureClass::HandshakeFailed,
+                    format!("handshake failed: {other}"),
+                ),
+            })
+    };
+    let (stream, response) = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| {
+            failure(
+                FailureClass::Timeout,
+                format!("no WebSocket upgrade within {timeout:?}"),
+            )
+        })??;
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Connection {
+        stream,
+        started: Instant::now(),
+        transcript: Transcript::default(),
+        protocol,
+    })
+}
+
+impl Connection {
+    pub async fn send_json(&mut self, frame: &Value) -> Result<(), ClientFailure> {
+        self.send_text(frame.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientFailure> {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| failure(FailureClass::HandshakeFailed, format!("send failed: {e}")))
+    }
+
+    /// The next frame, recorded in the transcript; `Ok(None)` once the connection closed (its
+    /// close code is recorded, and 1011 is reported as `ws_1011`). No frame within `timeout`
+    /// is `timeout`.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Result<Option<Value>, ClientFailure> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .map_err(|_| {
+                    failure(
+                        FailureClass::Timeout,
+                        format!("no frame within {timeout:?}"),
+                    )
+                })?;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value =
+                        serde_json::from_str(&text).unwrap_or(Value::String(text.to_string()));
+                    self.transcript.push(self.started.elapsed(), value.clone());
+                    return Ok(Some(value));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code));
+                    self.transcript.close_code = code;
+                    if code == Some(1011) {
+                        return Err(failure(FailureClass::Ws1011, "the server closed with 1011"));
+                    }
+                    return Ok(None);
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ok(None),
+            }
+        }
+    }
+
+    /// Closes the connection and hands back what it received.
+    pub async fn close(mut self) -> Transcript {
+        let _ = self.stream.close(None).await;
+        self.transcript
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_accept_http_and_ws_urls_and_refuse_tls_for_now() {
+        assert_eq!(
+            Target::parse("http://127.0.0.1:8000/").unwrap().authority,
+            "127.0.0.1:8000"
+        );
+        assert_eq!(
+            Target::parse("ws://localhost:9/ws")
+                .unwrap()
+                .ws("?ticket=t"),
+            "ws://localhost:9/ws?ticket=t"
+        );
+        assert_eq!(
+            Target::parse("example.test").unwrap().authority,
+            "example.test:80"
+        );
+        assert!(
+            Target::parse("wss://staging.example.test")
+                .unwrap_err()
+                .contains("TLS")
+        );
+        assert!(Target::parse("ftp://x").is_err());
+    }
+}
