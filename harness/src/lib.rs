@@ -13,15 +13,18 @@
 //!   shapes): where a frame's type, `seq` and run id live, what to ignore.
 //! - [`verify`]: the invariants every journey is held to, over a connection's transcript, and
 //!   the failure classes they report.
+//! - [`journey`]: one golden-path journey run and judged (ordered expected events with
+//!   timeouts, invariants, timings into metrics).
 //! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
 //!   workers.
 //! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`), their parse errors
 //!   with columns, the stability protocol's defaults, and their evaluation.
 //!
-//! Still to come (see the harness issue): scenario files, the runner, TLS targets, reports and
-//! the CLI.
+//! Still to come (see the harness issue): scenario files, load execution, TLS targets,
+//! reports and the CLI.
 
 pub mod client;
+pub mod journey;
 pub mod metrics;
 pub mod profile;
 pub mod threshold;

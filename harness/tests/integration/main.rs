@@ -3,6 +3,7 @@
 
 mod client;
 mod invariants;
+mod journey;
 
 use std::path::PathBuf;
 
