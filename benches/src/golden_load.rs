@@ -1,9 +1,9 @@
 //! `golden-load`: runs N golden-path journeys at concurrency C against apex-backend and prints
 //! journeys/s, journey latency percentiles and the server's CPU-seconds per 1,000 journeys.
 //!
-//! A journey: HTTP login → WebSocket connect (bearer header) → `user_message` → read frames
-//! until `agent_completed`, checking the eleven event types and gap-free `seq` → cumulative
-//! `ack` → close. By default the release `apex-backend` next to this binary is started as a
+//! A journey is the harness's golden-path journey (`apex_harness::journey`): HTTP login →
+//! WebSocket (bearer header) → `user_message` → the eleven events in order, each within its
+//! timeout → every invariant checked → cumulative `ack` → close. By default the release `apex-backend` next to this binary is started as a
 //! child process (embedded mode, cheapest argon2 parameters so the login hash does not drown
 //! the measurement), and its CPU time is read from `/proc/<pid>/stat`.
 
@@ -13,26 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use apex_harness::client::Target;
+use apex_harness::journey::JourneySpec;
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const EVENT_TYPES: [&str; 11] = [
-    "agent_started",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_thinking",
-    "tool_executing",
-    "tool_completed",
-    "agent_completed",
-];
+use serde_json::Value;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -145,103 +129,22 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// One verified journey. Other connections of the same user receive this run's events too
-/// (and this one theirs), so the run is found by the `client_message_id` it echoes and only
-/// its events are checked; `seq` must be gap-free across everything this connection gets.
+/// One journey with the harness's full verification: ordered events with timeouts, every
+/// invariant, the answer present. Returns its latency (login to `agent_completed`).
 async fn journey(
     http: &reqwest::Client,
-    base: &str,
+    target: &Target,
     email: &str,
     id: usize,
 ) -> Result<Duration, String> {
-    let started = Instant::now();
-    let login: Value = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "email": email, "password": "correct-horse" }))
-        .send()
-        .await
-        .map_err(|e| format!("login: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("login body: {e}"))?;
-    let token = login["access_token"]
-        .as_str()
-        .ok_or("login: no access_token")?;
-
-    let ws_url = format!("{}/ws", base.replacen("http", "ws", 1));
-    let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().map_err(|_| "header")?,
-    );
-    let host = base.trim_start_matches("http://");
-    let tcp = TcpStream::connect(host)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let message_id = format!("golden-load-{id}");
-    let message = json!({
-        "type": "user_message",
-        "payload": { "content": "Where am I wasting money on LLM calls?", "message_id": message_id },
-    });
-    ws.send(Message::Text(message.to_string().into()))
-        .await
-        .map_err(|e| e.to_string())?;
-
-    let mut expected = EVENT_TYPES.iter();
-    let mut last_seq: Option<u64> = None;
-    let mut run_id: Option<String> = None;
-    loop {
-        let message = ws
-            .next()
-            .await
-            .ok_or("closed early")?
-            .map_err(|e| e.to_string())?;
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let frame: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let Some(seq) = frame["seq"].as_u64() else {
-            if frame["type"] == "error" {
-                return Err(format!("error frame: {frame}"));
-            }
-            continue;
-        };
-        if let Some(last) = last_seq
-            && seq != last + 1
-        {
-            return Err(format!("seq {seq} after {last}"));
-        }
-        last_seq = Some(seq);
-        let kind = frame["type"].as_str().unwrap_or_default();
-        let this_run = frame["run_id"].as_str().unwrap_or_default();
-        match &run_id {
-            None if kind == "agent_started"
-                && frame["payload"]["client_message_id"] == message_id.as_str() =>
-            {
-                run_id = Some(this_run.to_owned());
-            }
-            Some(mine) if mine == this_run => {}
-            _ => continue,
-        }
-        if Some(&kind) != expected.next() {
-            return Err(format!("unexpected {kind}"));
-        }
-        if kind == "agent_completed" {
-            if !frame["payload"]["result"]["total_calls"].is_u64() {
-                return Err("agent_completed without result".into());
-            }
-            break;
-        }
+    let spec = JourneySpec::golden(email, "correct-horse");
+    let outcome =
+        apex_harness::journey::run(http, target, &spec, &format!("golden-load-{id}")).await;
+    match (outcome.failures.first(), outcome.timings.agent_completed) {
+        (None, Some(latency)) => Ok(latency),
+        (Some(failure), _) => Err(format!("{}: {}", failure.class, failure.message)),
+        (None, None) => Err("no agent_completed".into()),
     }
-    let elapsed = started.elapsed();
-    let ack = json!({ "type": "ack", "seq": last_seq }).to_string();
-    let _ = ws.send(Message::Text(ack.into())).await;
-    let _ = ws.close(None).await;
-    Ok(elapsed)
 }
 
 async fn run(
@@ -255,8 +158,8 @@ async fn run(
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, base, users, next) =
-                (http.clone(), base.clone(), users.clone(), next.clone());
+            let (http, users, next) = (http.clone(), users.clone(), next.clone());
+            let target = Target::parse(&base).expect("the backend's URL");
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failures = Vec::new();
@@ -265,7 +168,7 @@ async fn run(
                     if i >= journeys {
                         return (latencies, failures);
                     }
-                    match journey(&http, &base, &users[i % users.len()], i).await {
+                    match journey(&http, &target, &users[i % users.len()], i).await {
                         Ok(latency) => latencies.push(latency),
                         Err(e) => failures.push(e),
                     }
