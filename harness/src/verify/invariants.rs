@@ -28,6 +28,9 @@ struct RunState {
     depth: u32,
     completed: bool,
     open_tools: Vec<String>,
+    /// The run was already under way when this connection first saw it (another connection
+    /// of the user started it before this one opened): its early events are not here.
+    joined: bool,
 }
 
 fn is_redelivery(frame: &Value) -> bool {
@@ -166,46 +169,63 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
                 }
                 run.depth += 1;
             }
-            _ if run.depth == 0 => failures.push(Failure::new(
-                FailureClass::OrderViolation,
-                format!("`{kind}` of run {run_id} before its agent_started"),
-                at,
-            )),
-            "tool_executing" => run
-                .open_tools
-                .push(profile.tool_name(value).unwrap_or_default().to_owned()),
-            "tool_completed" => {
-                let tool = profile.tool_name(value).unwrap_or_default();
-                match run.open_tools.iter().rposition(|t| t == tool) {
-                    Some(open) => {
-                        run.open_tools.remove(open);
-                    }
-                    None => failures.push(Failure::new(
-                        FailureClass::UnpairedTool,
-                        format!(
-                            "tool_completed `{tool}` of run {run_id} without its tool_executing"
-                        ),
-                        at,
-                    )),
-                }
+            // First sight of a run in the middle: joined late. A genuinely dropped
+            // agent_started shows as a seq gap, and as the journey's own missing event.
+            _ if run.depth == 0 => {
+                run.joined = true;
+                run.depth = 1;
+                finish_event(kind, value, run, run_id, profile, at, &mut failures);
             }
-            "agent_completed" | "agent_error" => {
-                run.depth -= 1;
-                if run.depth == 0 {
-                    run.completed = true;
-                    for tool in run.open_tools.drain(..) {
-                        failures.push(Failure::new(
-                            FailureClass::UnpairedTool,
-                            format!("tool_executing `{tool}` of run {run_id} never completed"),
-                            at,
-                        ));
-                    }
-                }
-            }
-            _ => {}
+            _ => finish_event(kind, value, run, run_id, profile, at, &mut failures),
         }
     }
     failures
+}
+
+/// Tool pairing and the end of a run, for an event of a run that has started.
+fn finish_event(
+    kind: &str,
+    value: &Value,
+    run: &mut RunState,
+    run_id: &str,
+    profile: &Profile,
+    at: Option<usize>,
+    failures: &mut Vec<Failure>,
+) {
+    match kind {
+        "tool_executing" => run
+            .open_tools
+            .push(profile.tool_name(value).unwrap_or_default().to_owned()),
+        "tool_completed" => {
+            let tool = profile.tool_name(value).unwrap_or_default();
+            match run.open_tools.iter().rposition(|t| t == tool) {
+                Some(open) => {
+                    run.open_tools.remove(open);
+                }
+                // A joined run's tool may have started before this connection opened.
+                None if run.joined => {}
+                None => failures.push(Failure::new(
+                    FailureClass::UnpairedTool,
+                    format!("tool_completed `{tool}` of run {run_id} without its tool_executing"),
+                    at,
+                )),
+            }
+        }
+        "agent_completed" | "agent_error" => {
+            run.depth -= 1;
+            if run.depth == 0 {
+                run.completed = true;
+                for tool in run.open_tools.drain(..) {
+                    failures.push(Failure::new(
+                        FailureClass::UnpairedTool,
+                        format!("tool_executing `{tool}` of run {run_id} never completed"),
+                        at,
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Who a virtual user is, as far as leaks go: anything of it in another user's frames is a
@@ -381,6 +401,20 @@ mod tests {
         let mut t = transcript(healthy_run(1, "r"));
         t.close_code = Some(1011);
         assert_eq!(classes(&check_connection(&apex, &t)), ["ws_1011"]);
+    }
+
+    #[test]
+    fn a_connection_that_joins_a_run_midway_is_not_blamed_for_its_start() {
+        // Another connection of the user started the run; this one opened after seq 3.
+        let mut t = Transcript::default();
+        t.push(
+            Duration::ZERO,
+            json!({ "type": "connection_established", "last_seq": 3 }),
+        );
+        for frame in healthy_run(1, "r").into_iter().skip(3) {
+            t.push(Duration::ZERO, frame);
+        }
+        assert!(check_connection(&Profile::apex(), &t).is_empty());
     }
 
     #[test]
