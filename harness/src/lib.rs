@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: the command line (`validate`, `list`) as clap types turned into library calls;
+//!   [`exit_codes`] names every exit code in one place.
 //! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
 //!   ticket, load-balancer-preserved header, none), frames recorded into a transcript,
 //!   failures classified.
@@ -15,17 +17,22 @@
 //!   the failure classes they report.
 //! - [`journey`]: one golden-path journey run and judged (ordered expected events with
 //!   timeouts, invariants, timings into metrics).
+//! - [`scenario`]: scenario files (YAML) parsed with line and column, and their diagnostics
+//!   (`path:line:col`, a caret, a hint).
 //! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
 //!   workers.
 //! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`), their parse errors
 //!   with columns, the stability protocol's defaults, and their evaluation.
 //!
-//! Still to come (see the harness issue): scenario files, load execution, TLS targets,
-//! reports and the CLI.
+//! Still to come (see the harness issue): executing scenario steps under load (`run`), TLS
+//! targets and reports.
 
+pub mod cli;
 pub mod client;
+pub mod exit_codes;
 pub mod journey;
 pub mod metrics;
 pub mod profile;
+pub mod scenario;
 pub mod threshold;
 pub mod verify;

@@ -1,0 +1,12 @@
+//! The exit codes of `apex-harness`, in one place (documented in the README).
+
+/// Every journey passed and every threshold held.
+pub const PASS: u8 = 0;
+/// A journey failed its assertions or invariants.
+pub const JOURNEY_FAILED: u8 = 1;
+/// Bad usage or a scenario file error.
+pub const USAGE: u8 = 2;
+/// A threshold was breached while the journeys themselves passed.
+pub const THRESHOLD_BREACHED: u8 = 3;
+/// Infrastructure: the target is unreachable or services are unavailable.
+pub const INFRASTRUCTURE: u8 = 4;

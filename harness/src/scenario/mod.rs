@@ -1,0 +1,280 @@
+//! Scenario files: YAML, parsed with line and column kept, so every mistake in a user's file
+//! is reported as `path:line:col`, the line with a caret, and one line on how to fix it.
+//! Parsing does no I/O beyond reading the file and never touches the network.
+
+mod model;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
+
+pub use model::*;
+
+use crate::profile::Profile;
+use crate::threshold;
+
+/// A mistake in a scenario file, pointing into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: String,
+    /// The offending line of the file, for the caret display.
+    pub source_line: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gutter = self.line.to_string().len();
+        let pad = " ".repeat(gutter);
+        writeln!(f, "error: {}", self.message)?;
+        writeln!(
+            f,
+            "{pad}--> {}:{}:{}",
+            self.path.display(),
+            self.line,
+            self.column
+        )?;
+        writeln!(f, "{pad} |")?;
+        writeln!(f, "{} | {}", self.line, self.source_line)?;
+        writeln!(f, "{pad} | {}^", " ".repeat(self.column.saturating_sub(1)))?;
+        write!(f, "{pad} = hint: {}", self.hint)
+    }
+}
+
+fn diagnostic(
+    path: &Path,
+    source: &str,
+    line: usize,
+    column: usize,
+    message: String,
+    hint: &str,
+) -> Diagnostic {
+    Diagnostic {
+        path: path.to_owned(),
+        line: line.max(1),
+        column: column.max(1),
+        message,
+        hint: hint.to_owned(),
+        source_line: source
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+const STEP_NAMES: &str =
+    "login, connect, send, expect, expect_response, disconnect, resume, wait, http, expect_close";
+
+/// One line on how to fix a parse error, by what kind of error it is.
+fn hint_for(message: &str) -> &'static str {
+    if message.contains("unknown variant") && message.contains("expected one of login") {
+        "a step is one of: login, connect, send, expect, expect_response, disconnect, resume, \
+         wait, http, expect_close (see docs/scenarios.md)"
+    } else if message.contains("unknown variant") {
+        "use one of the values listed above (docs/scenarios.md describes each)"
+    } else if message.contains("unknown field") {
+        "check the spelling; the keys this section accepts are listed above and in docs/scenarios.md"
+    } else if message.contains("missing field") {
+        "add the missing key; docs/scenarios.md shows every required key with an example"
+    } else if message.contains("duration") || message.contains("unit") {
+        "durations are a number and a unit: 500ms, 2s, 1m"
+    } else if message.contains("whole number")
+        || message.contains("expected")
+        || message.contains("did not match")
+    {
+        "this value has the wrong type for its key; docs/scenarios.md gives the type of each key"
+    } else {
+        "check the YAML here: indentation, brackets, quotes and colons"
+    }
+}
+
+/// Clearer words for serde's type errors.
+fn reword(message: String) -> String {
+    for kind in ["u8", "u16", "u32", "u64", "usize"] {
+        if message == format!("invalid {kind}") {
+            return "expected a whole number".into();
+        }
+    }
+    if message == "invalid f64" {
+        return "expected a number".into();
+    }
+    message
+}
+
+/// serde-saphyr's message without its own `line N column M:` prefix and snippet.
+fn bare_message(error: &serde_saphyr::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((prefix, rest)) if prefix.starts_with("line ") && prefix.contains(" column ") => {
+            rest.to_owned()
+        }
+        _ => first.to_owned(),
+    }
+}
+
+/// The column where a scalar's text starts (after an opening quote).
+fn scalar_column(source: &str, line: usize, column: usize) -> usize {
+    let text = source
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or_default();
+    match text.chars().nth(column.saturating_sub(1)) {
+        Some('"' | '\'') => column + 1,
+        _ => column,
+    }
+}
+
+fn location<T>(spanned: &Spanned<T>) -> (usize, usize) {
+    (
+        spanned.referenced.line() as usize,
+        spanned.referenced.column() as usize,
+    )
+}
+
+/// A scenario file, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct ScenarioFile {
+    pub path: PathBuf,
+    pub scenario: Scenario,
+    pub profile: Profile,
+    pub thresholds: Vec<threshold::Threshold>,
+}
+
+/// Parses scenario text; `path` is only for the diagnostics.
+pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>> {
+    let scenario: Scenario = serde_saphyr::from_str(source).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+        let message = reword(bare_message(&e));
+        let hint = hint_for(&message);
+        vec![diagnostic(path, source, line, column, message, hint)]
+    })?;
+    let mut problems = Vec::new();
+
+    let profile = match &scenario.profile {
+        None => Profile::apex(),
+        Some(name) => Profile::by_name(&name.value).unwrap_or_else(|| {
+            let (line, column) = location(name);
+            problems.push(diagnostic(
+                path,
+                source,
+                line,
+                column,
+                format!("unknown profile `{}`", name.value),
+                "use `apex` (the bundled backend, strict) or `netra` (the real platform)",
+            ));
+            Profile::apex()
+        }),
+    };
+
+    let mut thresholds = Vec::new();
+    for (metric, expressions) in &scenario.thresholds {
+        for expression in expressions {
+            match threshold::parse(metric, &expression.value) {
+                Ok(t) => thresholds.push(t),
+                Err(e) => {
+                    let (line, column) = location(expression);
+                    let start = scalar_column(source, line, column);
+                    problems.push(diagnostic(
+                        path,
+                        source,
+                        line,
+                        start + e.column - 1,
+                        e.message,
+                        &e.hint,
+                    ));
+                }
+            }
+        }
+    }
+
+    if scenario.steps.is_empty() {
+        problems.push(diagnostic(
+            path,
+            source,
+            source
+                .lines()
+                .position(|l| l.starts_with("steps"))
+                .map_or(1, |i| i + 1),
+            1,
+            "a scenario needs at least one step".into(),
+            &format!("add steps; they are: {STEP_NAMES}"),
+        ));
+    }
+    if scenario.load.iterations.is_some() && scenario.load.duration.is_some() {
+        let line = source
+            .lines()
+            .position(|l| l.trim_start().starts_with("duration"))
+            .map_or(1, |i| i + 1);
+        problems.push(diagnostic(
+            path,
+            source,
+            line,
+            1,
+            "`load` has both `iterations` and `duration`".into(),
+            "give one: a number of journeys per virtual user, or how long to keep starting them",
+        ));
+    }
+
+    if problems.is_empty() {
+        Ok(ScenarioFile {
+            path: path.to_owned(),
+            scenario,
+            profile,
+            thresholds,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reads and parses a scenario file.
+pub fn load(path: &Path) -> Result<ScenarioFile, Vec<Diagnostic>> {
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse(path, &source),
+        Err(e) => Err(vec![Diagnostic {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the file: {e}"),
+            hint: "check the path".into(),
+            source_line: String::new(),
+        }]),
+    }
+}
+
+/// The scenario files under `paths` (files as given, folders searched for `*.yaml`/`*.yml`),
+/// sorted.
+pub fn discover(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut stack = vec![path.clone()];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir)? {
+                    let entry = entry?.path();
+                    if entry.is_dir() {
+                        stack.push(entry);
+                    } else if matches!(
+                        entry.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml")
+                    ) {
+                        found.push(entry);
+                    }
+                }
+            }
+        } else {
+            found.push(path.clone());
+        }
+    }
+    found.sort();
+    Ok(found)
+}

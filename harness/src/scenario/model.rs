@@ -1,0 +1,373 @@
+//! The scenario file, as data. Every section rejects unknown keys, so a typo is an error with
+//! a line and a column, never a silently ignored setting. `docs/scenarios.md` documents each
+//! key.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Protocol profile: `apex` (default) or `netra`.
+    #[serde(default)]
+    pub profile: Option<Spanned<String>>,
+    #[serde(default)]
+    pub target: TargetDefaults,
+    /// Who the virtual users are; they take these in turn.
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub load: Load,
+    pub steps: Vec<Step>,
+    /// Metric name → threshold expressions (`journey_duration: ["p(99) < 3000"]`).
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+/// Defaults for every request of the scenario.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDefaults {
+    /// Longest wait for login, the upgrade, and each expected event unless a step says
+    /// otherwise.
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// A user, by credentials (with `${ENV}` interpolation at run time) or a fixture pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `vu`: the fixtures' virtual users `vu01..vu48@apex.test`.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// How much load: closed (virtual users × iterations or duration) or open (arrival rate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    #[serde(default = "one")]
+    pub vus: u32,
+    /// Journeys per virtual user.
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    /// Keep starting journeys for this long instead of a fixed count.
+    #[serde(default, with = "duration_opt")]
+    pub duration: Option<Duration>,
+    /// Start the virtual users evenly over this time.
+    #[serde(default, with = "duration_opt")]
+    pub ramp_up: Option<Duration>,
+    /// Journeys started per second (open model), instead of as fast as they finish.
+    #[serde(default)]
+    pub arrival_rate: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            vus: 1,
+            iterations: None,
+            duration: None,
+            ramp_up: None,
+            arrival_rate: None,
+        }
+    }
+}
+
+/// One step of a journey.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Login(LoginStep),
+    Connect(ConnectStep),
+    Send(SendStep),
+    Expect(ExpectStep),
+    ExpectResponse(ResponseStep),
+    Disconnect(Empty),
+    Resume(ResumeStep),
+    #[serde(with = "duration")]
+    Wait(Duration),
+    Http(HttpStep),
+    ExpectClose(CloseStep),
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Login(_) => "login",
+            Self::Connect(_) => "connect",
+            Self::Send(_) => "send",
+            Self::Expect(_) => "expect",
+            Self::ExpectResponse(_) => "expect_response",
+            Self::Disconnect(_) => "disconnect",
+            Self::Resume(_) => "resume",
+            Self::Wait(_) => "wait",
+            Self::Http(_) => "http",
+            Self::ExpectClose(_) => "expect_close",
+        }
+    }
+}
+
+/// A step without options: `- disconnect: {}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginStep {
+    /// Expect login to fail with this status (e.g. 401) instead of succeeding.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// Use this password instead of the user's (for bad-credential scenarios).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// How the client presents its credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportName {
+    #[default]
+    Header,
+    Subprotocol,
+    Ticket,
+    LbHeader,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectStep {
+    #[serde(default)]
+    pub transport: TransportName,
+    /// Present this token instead of the logged-in user's (bad-token scenarios).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Expect the upgrade to be refused with this HTTP status.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendStep {
+    /// A `user_message` with this text (the virtual user's marker is appended).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Any JSON frame, sent as is.
+    #[serde(default)]
+    pub frame: Option<Value>,
+    /// Raw text, sent as is (for malformed-frame scenarios).
+    #[serde(default)]
+    pub raw: Option<String>,
+    /// Send a text frame of this many bytes (oversized-frame scenarios).
+    #[serde(default)]
+    pub size: Option<usize>,
+}
+
+/// An expected event: a type, or a map with options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EventExpectation {
+    Type(String),
+    Detailed(DetailedEvent),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailedEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    /// May be absent.
+    #[serde(default)]
+    pub optional: bool,
+    /// May arrive several times in a row.
+    #[serde(default)]
+    pub repeat: bool,
+    /// Dotted path → expected JSON value.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectStep {
+    /// Events in the order they must arrive; other frames may come in between.
+    #[serde(default)]
+    pub events: Vec<EventExpectation>,
+    /// An error frame with this code, instead of events.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Bound of the whole sequence.
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    /// Frame types that may be interleaved and are skipped (heartbeats, pongs).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+/// A number in the answer checked against a fixture truth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearTruth {
+    /// Dotted path into `agent_completed.payload` (`result.projected_monthly_savings_usd`).
+    pub path: String,
+    /// Key in the user's `fixtures/expected/<dataset>.yaml`.
+    pub truth: String,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    1e-4
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseStep {
+    #[serde(default)]
+    pub contains: Vec<String>,
+    #[serde(default)]
+    pub not_contains: Vec<String>,
+    #[serde(default)]
+    pub regex: Vec<String>,
+    /// Dotted path into `agent_completed.payload` → expected JSON value.
+    #[serde(default)]
+    pub json: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub near_truth: Vec<NearTruth>,
+    #[serde(default)]
+    pub min_length: Option<usize>,
+    /// No stack traces, Python reprs or internal error text in the answer.
+    #[serde(default)]
+    pub no_leaked_internals: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeVia {
+    /// A new connection sending `resume {last_seq}` as its first frame.
+    #[default]
+    Frame,
+    /// A new connection with `?last_seq=`.
+    Query,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeStep {
+    #[serde(default)]
+    pub via: ResumeVia,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpStep {
+    #[serde(default = "get")]
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Send the logged-in user's token.
+    #[serde(default)]
+    pub auth: bool,
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Dotted path → expected JSON value in the response body.
+    #[serde(default)]
+    pub json: BTreeMap<String, Value>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseStep {
+    pub code: u16,
+    #[serde(default, with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `3m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a duration: use a number and a unit, like 500ms, 2s or 1m")
+    })?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}` has no known unit: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}
