@@ -77,7 +77,11 @@ fn validate_and_list_exit_with_the_documented_codes() {
         let cli = Cli::try_parse_from(args).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = execute(cli, &mut out, &mut err);
-        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
     };
     let valid = root.join("fixtures/scenarios/valid");
     let (code, out, _) = run(&["apex-harness", "validate", valid.to_str().unwrap()]);
@@ -90,10 +94,22 @@ fn validate_and_list_exit_with_the_documented_codes() {
     assert!(err.contains("unknown_step.yaml:4:5"), "{err}");
 
     let shipped = root.join("scenarios");
-    let (code, out, _) = run(&["apex-harness", "list", shipped.to_str().unwrap(), "--tag", "golden"]);
+    let (code, out, _) = run(&[
+        "apex-harness",
+        "list",
+        shipped.to_str().unwrap(),
+        "--tag",
+        "golden",
+    ]);
     assert_eq!(code, exit_codes::PASS);
     assert!(out.starts_with("Golden path\t[golden, smoke]"), "{out}");
-    let (_, out, _) = run(&["apex-harness", "list", shipped.to_str().unwrap(), "--tag", "nothing-has-this"]);
+    let (_, out, _) = run(&[
+        "apex-harness",
+        "list",
+        shipped.to_str().unwrap(),
+        "--tag",
+        "nothing-has-this",
+    ]);
     assert!(out.is_empty());
 
     let (code, _, err) = run(&["apex-harness", "validate", "/no/such/folder"]);
