@@ -23,12 +23,22 @@ use crate::verify::{FailureClass, Transcript};
 pub struct ClientFailure {
     pub class: FailureClass,
     pub message: String,
+    /// The HTTP status of a refused login or upgrade.
+    pub status: Option<u16>,
 }
 
 fn failure(class: FailureClass, message: impl Into<String>) -> ClientFailure {
     ClientFailure {
         class,
         message: message.into(),
+        status: None,
+    }
+}
+
+fn refused(class: FailureClass, message: String, status: u16) -> ClientFailure {
+    ClientFailure {
+        status: Some(status),
+        ..failure(class, message)
     }
 }
 
@@ -120,15 +130,17 @@ pub async fn login(
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if status.as_u16() == 401 || status.as_u16() == 403 {
-        return Err(failure(
+        return Err(refused(
             FailureClass::AuthRejected,
             format!("login of {email} refused with {status}: {body}"),
+            status.as_u16(),
         ));
     }
     if !status.is_success() {
-        return Err(failure(
+        return Err(refused(
             FailureClass::HandshakeFailed,
             format!("login of {email} answered {status}: {body}"),
+            status.as_u16(),
         ));
     }
     let access_token = body["access_token"]
@@ -174,8 +186,22 @@ pub async fn connect(
     transport: Transport,
     timeout: Duration,
 ) -> Result<Connection, ClientFailure> {
-    let token = session.map(|s| s.access_token.as_str()).unwrap_or_default();
-    let query = match transport {
+    let token = session.map(|s| s.access_token.as_str());
+    connect_with(http, target, token, transport, timeout, "").await
+}
+
+/// [`connect`] with an explicit token (or none) and extra query parameters
+/// (`last_seq=N`).
+pub async fn connect_with(
+    http: &reqwest::Client,
+    target: &Target,
+    token: Option<&str>,
+    transport: Transport,
+    timeout: Duration,
+    extra_query: &str,
+) -> Result<Connection, ClientFailure> {
+    let token = token.unwrap_or_default();
+    let mut query = match transport {
         Transport::Ticket => {
             let answer = http
                 .post(target.http("/api/websocket/ticket"))
@@ -203,6 +229,10 @@ pub async fn connect(
         }
         _ => String::new(),
     };
+    if !extra_query.is_empty() {
+        query.push(if query.is_empty() { '?' } else { '&' });
+        query.push_str(extra_query);
+    }
     let mut request = target
         .ws(&query)
         .into_client_request()
@@ -258,7 +288,11 @@ pub async fn connect(
                     } else {
                         FailureClass::HandshakeFailed
                     };
-                    failure(class, format!("upgrade refused with {status}: {body}"))
+                    refused(
+                        class,
+                        format!("upgrade refused with {status}: {body}"),
+                        status.as_u16(),
+                    )
                 }
                 other => failure(
                     FailureClass::HandshakeFailed,

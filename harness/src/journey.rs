@@ -75,7 +75,8 @@ pub struct Timings {
 #[derive(Debug, Clone)]
 pub struct JourneyOutcome {
     pub identity: Identity,
-    pub transcript: Transcript,
+    /// One per connection the journey opened, in order.
+    pub transcripts: Vec<Transcript>,
     pub failures: Vec<Failure>,
     pub timings: Timings,
     /// `agent_completed.payload` of the journey's run, when it arrived.
@@ -145,7 +146,7 @@ pub async fn run(
             email: spec.email.clone(),
             marker: marker.to_owned(),
         },
-        transcript: Transcript::default(),
+        transcripts: Vec::new(),
         failures: Vec::new(),
         timings: Timings::default(),
         answer: None,
@@ -205,10 +206,11 @@ pub async fn run(
     {
         let _ = conn.send_json(&json!({ "type": "ack", "seq": last })).await;
     }
-    outcome.transcript = conn.close().await;
+    let transcript = conn.close().await;
     outcome
         .failures
-        .extend(check_connection(&spec.profile, &outcome.transcript));
+        .extend(check_connection(&spec.profile, &transcript));
+    outcome.transcripts.push(transcript);
     outcome.timings.total = started.elapsed();
     outcome
 }

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`bundled`]: `--target bundled`, the reference backend in-process.
 //! - [`cli`]: the command line (`validate`, `list`) as clap types turned into library calls;
 //!   [`exit_codes`] names every exit code in one place.
 //! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
@@ -19,6 +20,9 @@
 //!   timeouts, invariants, timings into metrics).
 //! - [`scenario`]: scenario files (YAML) parsed with line and column, and their diagnostics
 //!   (`path:line:col`, a caret, a hint).
+//! - [`runner`]: executes scenarios — virtual users run the steps under the scenario's load,
+//!   isolation is checked across all users, thresholds make the verdict.
+//! - [`report`]: the end-of-run summary and the versioned JSON report.
 //! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
 //!   workers.
 //! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`), their parse errors
@@ -27,12 +31,15 @@
 //! Still to come (see the harness issue): executing scenario steps under load (`run`), TLS
 //! targets and reports.
 
+pub mod bundled;
 pub mod cli;
 pub mod client;
 pub mod exit_codes;
 pub mod journey;
 pub mod metrics;
 pub mod profile;
+pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod threshold;
 pub mod verify;

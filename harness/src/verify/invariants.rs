@@ -58,11 +58,13 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
         ));
     }
     // Where the stream stood when the connection opened: the first event must follow it.
-    let mut last_seq: Option<u64> = transcript
-        .frames
-        .iter()
-        .find(|f| profile.frame_type(&f.value) == Some("connection_established"))
-        .and_then(|f| f.value.get("last_seq")?.as_u64());
+    let mut last_seq: Option<u64> = transcript.resumed_after.or_else(|| {
+        transcript
+            .frames
+            .iter()
+            .find(|f| profile.frame_type(&f.value) == Some("connection_established"))
+            .and_then(|f| f.value.get("last_seq")?.as_u64())
+    });
     let mut seen_seqs: HashSet<u64> = HashSet::new();
     let mut seen_frames: HashSet<String> = HashSet::new();
     let mut runs: HashMap<String, RunState> = HashMap::new();

@@ -87,6 +87,9 @@ pub struct Transcript {
     pub frames: Vec<ReceivedFrame>,
     /// The close code the server sent, if it closed.
     pub close_code: Option<u16>,
+    /// Set when the connection resumed after this `seq`: the first event must follow it
+    /// (instead of `connection_established.last_seq`).
+    pub resumed_after: Option<u64>,
 }
 
 impl Transcript {

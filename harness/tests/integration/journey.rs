@@ -48,7 +48,7 @@ async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
     }
     let pairs: Vec<_> = outcomes
         .iter()
-        .map(|o| (&o.identity, &o.transcript))
+        .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
         .collect();
     assert!(check_isolation(&pairs).iter().all(Vec::is_empty));
     assert_eq!(metrics.counters["journeys_completed"], 60);

@@ -4,6 +4,7 @@
 mod client;
 mod invariants;
 mod journey;
+mod run;
 mod scenarios;
 
 use std::path::PathBuf;

@@ -1,0 +1,149 @@
+//! Reports of a run: the end-of-run summary for a terminal or CI log, and the versioned JSON
+//! document (`--json PATH`, schema in docs/scenarios.md).
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::runner::{RunReport, ScenarioReport};
+
+/// Version of the JSON report's shape.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+fn trend_row(report: &ScenarioReport, name: &str) -> Option<String> {
+    let trend = report.metrics.trends.get(name)?;
+    Some(format!(
+        "    {name:<26} p50 {:>8.2}  p90 {:>8.2}  p95 {:>8.2}  p99 {:>8.2}  max {:>8.2} ms  (n={})",
+        trend.percentile_ms(50.0),
+        trend.percentile_ms(90.0),
+        trend.percentile_ms(95.0),
+        trend.percentile_ms(99.0),
+        trend.max_ms(),
+        trend.count()
+    ))
+}
+
+/// The human summary: a line per scenario, latencies, thresholds, and a diagnosis of each
+/// failed journey (the first few).
+pub fn summary(report: &RunReport) -> String {
+    let mut out = String::new();
+    for scenario in &report.scenarios {
+        let verdict = if scenario.passed() { "PASS" } else { "FAIL" };
+        let _ = writeln!(
+            out,
+            "{verdict}  {}  ({})  {} journeys, {} failed, {:.1}s",
+            scenario.name,
+            scenario.path.display(),
+            scenario.journeys,
+            scenario.failed.len(),
+            scenario.duration.as_secs_f64()
+        );
+        for name in [
+            "journey_duration",
+            "login_duration",
+            "connect_duration",
+            "first_event_duration",
+            "agent_completed_duration",
+        ] {
+            if let Some(row) = trend_row(scenario, name) {
+                let _ = writeln!(out, "{row}");
+            }
+        }
+        for (name, rate) in &scenario.metrics.rates {
+            if let Some(value) = rate.value() {
+                let _ = writeln!(
+                    out,
+                    "    {name:<26} {:.2}% ({}/{})",
+                    value * 100.0,
+                    rate.passes,
+                    rate.total
+                );
+            }
+        }
+        for verdict in &scenario.verdicts {
+            let observed = verdict
+                .observed
+                .map_or("no data".to_owned(), |v| format!("{v:.4}"));
+            let mark = if verdict.passed { "ok  " } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "    threshold {mark} {}  (observed {observed})",
+                verdict.threshold
+            );
+        }
+        for (class, n) in &scenario.failures_by_class {
+            let _ = writeln!(out, "    failures  {class}: {n}");
+        }
+        for journey in scenario.failed.iter().take(3) {
+            let _ = writeln!(out, "    journey of {} failed:", journey.email);
+            for failure in &journey.failures {
+                let _ = writeln!(out, "      {}: {}", failure.class, failure.message);
+            }
+            let _ = writeln!(out, "      last frames received:");
+            for (at, frame) in &journey.last_frames {
+                let text = frame.to_string();
+                let short: String = text.chars().take(160).collect();
+                let _ = writeln!(
+                    out,
+                    "        +{:>8.1}ms  {short}",
+                    at.as_secs_f64() * 1000.0
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The JSON report (schema version [`JSON_SCHEMA_VERSION`]).
+pub fn json(report: &RunReport, target: &str) -> Value {
+    let scenarios: Vec<Value> = report
+        .scenarios
+        .iter()
+        .map(|s| {
+            let trends: serde_json::Map<String, Value> = s
+                .metrics
+                .trends
+                .iter()
+                .map(|(name, t)| {
+                    (name.clone(), json!({
+                        "count": t.count(), "p50_ms": t.percentile_ms(50.0), "p90_ms": t.percentile_ms(90.0),
+                        "p95_ms": t.percentile_ms(95.0), "p99_ms": t.percentile_ms(99.0), "max_ms": t.max_ms(),
+                        "mean_ms": t.mean_ms(),
+                    }))
+                })
+                .collect();
+            let rates: serde_json::Map<String, Value> = s
+                .metrics
+                .rates
+                .iter()
+                .map(|(name, r)| (name.clone(), json!({ "value": r.value(), "passes": r.passes, "total": r.total })))
+                .collect();
+            json!({
+                "name": s.name,
+                "path": s.path,
+                "passed": s.passed(),
+                "journeys": s.journeys,
+                "failed_journeys": s.failed.len(),
+                "duration_s": s.duration.as_secs_f64(),
+                "failures_by_class": s.failures_by_class,
+                "trends": trends,
+                "rates": rates,
+                "counters": s.metrics.counters,
+                "thresholds": s.verdicts.iter().map(|v| json!({
+                    "threshold": v.threshold.to_string(), "observed": v.observed, "passed": v.passed,
+                })).collect::<Vec<_>>(),
+                "failed": s.failed.iter().map(|j| json!({
+                    "user": j.email,
+                    "failures": j.failures.iter().map(|f| json!({ "class": f.class.to_string(), "message": f.message })).collect::<Vec<_>>(),
+                    "last_frames": j.last_frames.iter().map(|(at, frame)| json!({ "at_ms": at.as_secs_f64() * 1000.0, "frame": frame })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "schema_version": JSON_SCHEMA_VERSION,
+        "target": target,
+        "exit_code": report.exit_code(),
+        "scenarios": scenarios,
+    })
+}

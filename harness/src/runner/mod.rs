@@ -1,0 +1,324 @@
+//! Runs scenario files: virtual users execute the steps under the scenario's load, every
+//! journey is judged, isolation is checked across all users' transcripts, metrics and
+//! thresholds make the verdict.
+
+mod steps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::client::Target;
+use crate::exit_codes;
+use crate::journey::JourneyOutcome;
+use crate::metrics::Metrics;
+use crate::profile::Profile;
+use crate::scenario::{ScenarioFile, UserSpec};
+use crate::threshold::{self, Threshold, Verdict};
+use crate::verify::{Failure, check_isolation};
+
+pub use steps::{JourneyContext, lookup, run_journey};
+
+/// What to run against and how, beyond the files.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub target: Target,
+    /// Overrides every scenario's profile.
+    pub profile: Option<Profile>,
+    pub vus: Option<u32>,
+    pub iterations: Option<u32>,
+    /// Added to every scenario's thresholds (or to the defaults).
+    pub thresholds: Vec<Threshold>,
+    /// Where `users.yaml` and `expected/` are, for pools and fixture truths.
+    pub fixtures_dir: PathBuf,
+}
+
+/// A failed journey, kept for the diagnosis.
+#[derive(Debug, Clone)]
+pub struct FailedJourney {
+    pub email: String,
+    pub failures: Vec<Failure>,
+    /// The last frames received before the failure, with their arrival times.
+    pub last_frames: Vec<(Duration, Value)>,
+}
+
+/// The outcome of one scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub path: PathBuf,
+    pub journeys: u64,
+    pub failed: Vec<FailedJourney>,
+    pub failures_by_class: BTreeMap<String, u64>,
+    pub metrics: Metrics,
+    pub verdicts: Vec<Verdict>,
+    pub duration: Duration,
+}
+
+impl ScenarioReport {
+    pub fn passed(&self) -> bool {
+        self.failed.is_empty() && self.verdicts.iter().all(|v| v.passed)
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+impl RunReport {
+    /// The documented exit code: journeys first, then thresholds.
+    pub fn exit_code(&self) -> u8 {
+        let infrastructure = self.scenarios.iter().all(|s| {
+            s.journeys > 0
+                && s.failures_by_class.keys().all(|c| c == "handshake_failed")
+                && s.failed.len() as u64 == s.journeys
+        });
+        if !self.scenarios.is_empty() && infrastructure {
+            exit_codes::INFRASTRUCTURE
+        } else if self.scenarios.iter().any(|s| !s.failed.is_empty()) {
+            exit_codes::JOURNEY_FAILED
+        } else if self
+            .scenarios
+            .iter()
+            .any(|s| s.verdicts.iter().any(|v| !v.passed))
+        {
+            exit_codes::THRESHOLD_BREACHED
+        } else {
+            exit_codes::PASS
+        }
+    }
+}
+
+/// Fixture users and their truths, by email.
+#[derive(Debug, Default)]
+struct Fixtures {
+    truths: HashMap<String, Value>,
+}
+
+impl Fixtures {
+    fn load(dir: &Path) -> Self {
+        let Ok(users) = std::fs::read_to_string(dir.join("users.yaml")) else {
+            return Self::default();
+        };
+        let users: Value = serde_saphyr::from_str(&users).unwrap_or_default();
+        let mut truths = HashMap::new();
+        for user in users["users"].as_array().into_iter().flatten() {
+            let (Some(email), Some(usage)) = (user["email"].as_str(), user["usage"].as_str())
+            else {
+                continue;
+            };
+            let stem = Path::new(usage)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if let Ok(text) =
+                std::fs::read_to_string(dir.join("expected").join(format!("{stem}.yaml")))
+                && let Ok(truth) = serde_saphyr::from_str::<Value>(&text)
+            {
+                truths.insert(email.to_lowercase(), truth);
+            }
+        }
+        Self { truths }
+    }
+}
+
+/// `${NAME}` replaced from the environment (unset: left as is, and the login will say so).
+fn interpolate(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + end];
+                out.push_str(&std::env::var(name).unwrap_or_else(|_| format!("${{{name}}}")));
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The scenario's users as (email, password), pools expanded.
+fn users_of(specs: &[UserSpec]) -> Vec<(String, String)> {
+    let mut users = Vec::new();
+    for spec in specs {
+        if spec.pool.as_deref() == Some("vu") {
+            users.extend(
+                (1..=48).map(|n| (format!("vu{n:02}@apex.test"), "correct-horse".to_owned())),
+            );
+        } else if let Some(email) = &spec.email {
+            let password = spec
+                .password
+                .as_deref()
+                .map_or_else(|| "correct-horse".to_owned(), interpolate);
+            users.push((interpolate(email), password));
+        }
+    }
+    if users.is_empty() {
+        users.extend((1..=48).map(|n| (format!("vu{n:02}@apex.test"), "correct-horse".to_owned())));
+    }
+    users
+}
+
+/// Runs one scenario under its load.
+pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> ScenarioReport {
+    let scenario = &file.scenario;
+    let profile = options
+        .profile
+        .clone()
+        .unwrap_or_else(|| file.profile.clone());
+    let fixtures = Arc::new(Fixtures::load(&options.fixtures_dir));
+    let users = Arc::new(users_of(&scenario.users));
+    let vus = options.vus.unwrap_or(scenario.load.vus).max(1);
+    let iterations = options.iterations.or(scenario.load.iterations);
+    let until = match (iterations, scenario.load.duration) {
+        (None, Some(duration)) => Some(Instant::now() + duration),
+        _ => None,
+    };
+    let per_vu = iterations.unwrap_or(if until.is_some() { u32::MAX } else { 1 });
+    let pace = scenario
+        .load
+        .arrival_rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let ticker = Arc::new(tokio::sync::Mutex::new(pace.map(tokio::time::interval)));
+    let timeout = scenario.target.timeout.unwrap_or(Duration::from_secs(10));
+    let ramp = scenario.load.ramp_up.unwrap_or_default();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let scenario_tag = {
+        let mut hash = 0u32;
+        for b in file.path.to_string_lossy().bytes() {
+            hash = hash.wrapping_mul(31).wrapping_add(u32::from(b));
+        }
+        hash
+    };
+
+    let tasks = (0..vus).map(|vu| {
+        let (http, users, fixtures, ticker, profile) = (
+            http.clone(),
+            users.clone(),
+            fixtures.clone(),
+            ticker.clone(),
+            profile.clone(),
+        );
+        let target = options.target.clone();
+        let steps = scenario.steps.clone();
+        let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let (email, password) = users[vu as usize % users.len()].clone();
+            let truth = fixtures.truths.get(&email.to_lowercase()).cloned();
+            let ctx = JourneyContext {
+                http: &http,
+                target: &target,
+                profile: &profile,
+                timeout,
+                truth: truth.as_ref(),
+            };
+            let mut outcomes = Vec::new();
+            for iteration in 0..per_vu {
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
+                if let Some(interval) = ticker.lock().await.as_mut() {
+                    interval.tick().await;
+                }
+                let marker = format!("mk{scenario_tag:08x}v{vu}i{iteration}");
+                outcomes.push(run_journey(&ctx, &steps, &email, &password, &marker).await);
+            }
+            outcomes
+        })
+    });
+    let mut outcomes: Vec<JourneyOutcome> = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        outcomes.extend(task.await.unwrap_or_default());
+    }
+
+    // Isolation across every user's transcripts.
+    let owners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| o.transcripts.iter().map(move |_| i))
+        .collect();
+    let breaches = {
+        let pairs: Vec<_> = outcomes
+            .iter()
+            .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
+            .collect();
+        check_isolation(&pairs)
+    };
+    for (journey, found) in owners.into_iter().zip(breaches) {
+        outcomes[journey].failures.extend(found);
+    }
+
+    let mut metrics = Metrics::default();
+    let mut failed = Vec::new();
+    let mut failures_by_class = BTreeMap::new();
+    for outcome in &outcomes {
+        outcome.record(&mut metrics);
+        if !outcome.passed() {
+            for failure in &outcome.failures {
+                *failures_by_class
+                    .entry(failure.class.to_string())
+                    .or_insert(0) += 1;
+            }
+            let frames: Vec<_> = outcome
+                .transcripts
+                .iter()
+                .flat_map(|t| t.frames.iter())
+                .collect();
+            failed.push(FailedJourney {
+                email: outcome.identity.email.clone(),
+                failures: outcome.failures.clone(),
+                last_frames: frames
+                    .iter()
+                    .rev()
+                    .take(6)
+                    .rev()
+                    .map(|f| (f.at, f.value.clone()))
+                    .collect(),
+            });
+        }
+    }
+    let mut thresholds = if file.thresholds.is_empty() {
+        threshold::defaults()
+    } else {
+        file.thresholds.clone()
+    };
+    thresholds.extend(options.thresholds.iter().cloned());
+    let verdicts = thresholds
+        .iter()
+        .map(|t| threshold::evaluate(t, &metrics))
+        .collect();
+    ScenarioReport {
+        name: scenario.name.clone(),
+        path: file.path.clone(),
+        journeys: outcomes.len() as u64,
+        failed,
+        failures_by_class,
+        metrics,
+        verdicts,
+        duration: started.elapsed(),
+    }
+}
+
+/// Runs every scenario, one after the other.
+pub async fn run(files: &[ScenarioFile], options: &RunOptions) -> RunReport {
+    let mut report = RunReport::default();
+    for file in files {
+        report.scenarios.push(run_scenario(file, options).await);
+    }
+    report
+}

@@ -1,0 +1,632 @@
+//! One virtual user's journey through a scenario's steps. Each step either holds or ends the
+//! journey with a classified failure; everything received is kept per connection and held to
+//! the profile's invariants at the end.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::client::{Connection, Session, Target, Transport, connect_with, login};
+use crate::journey::{JourneyOutcome, Timings};
+use crate::profile::Profile;
+use crate::scenario::{
+    CloseStep, ConnectStep, EventExpectation, ExpectStep, HttpStep, LoginStep, ResponseStep,
+    ResumeStep, ResumeVia, SendStep, Step, TransportName,
+};
+use crate::verify::{Failure, FailureClass, Identity, check_connection};
+
+/// Text that must never reach a user: stack traces, panics, language reprs, driver errors.
+const LEAKED_INTERNALS: &[&str] = &[
+    "Traceback (most recent call last)",
+    "panicked at",
+    "stack backtrace",
+    " object at 0x",
+    "NoneType",
+    "SQLSTATE",
+    "sqlx::",
+    "redis::",
+    "RUST_BACKTRACE",
+];
+
+/// What every journey of a run shares.
+pub struct JourneyContext<'a> {
+    pub http: &'a reqwest::Client,
+    pub target: &'a Target,
+    pub profile: &'a Profile,
+    pub timeout: Duration,
+    /// The user's fixture truth (`fixtures/expected/<dataset>.yaml`), if known.
+    pub truth: Option<&'a Value>,
+}
+
+fn fail(class: FailureClass, message: impl Into<String>) -> Failure {
+    Failure::new(class, message, None)
+}
+
+fn mismatch(message: impl Into<String>) -> Failure {
+    fail(FailureClass::ContentMismatch, message)
+}
+
+/// The value at a dotted path.
+pub fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(value, |v, key| match v {
+        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+        _ => v.get(key),
+    })
+}
+
+struct Journey<'a> {
+    ctx: &'a JourneyContext<'a>,
+    password: String,
+    outcome: JourneyOutcome,
+    started: Instant,
+    session: Option<Session>,
+    conn: Option<Connection>,
+    transport: Transport,
+    token: Option<String>,
+    messages: usize,
+    message_id: Option<String>,
+    run_id: Option<String>,
+    /// Highest `seq` received on any connection of this journey.
+    last_seq: Option<u64>,
+}
+
+fn transport_of(name: TransportName) -> Transport {
+    match name {
+        TransportName::Header => Transport::Header,
+        TransportName::Subprotocol => Transport::Subprotocol,
+        TransportName::Ticket => Transport::Ticket,
+        TransportName::LbHeader => Transport::LbPreserved,
+        TransportName::None => Transport::None,
+    }
+}
+
+/// Runs the steps for one virtual user; `marker` is unique to this journey.
+pub async fn run_journey(
+    ctx: &JourneyContext<'_>,
+    steps: &[Step],
+    email: &str,
+    password: &str,
+    marker: &str,
+) -> JourneyOutcome {
+    let mut journey = Journey {
+        ctx,
+        password: password.to_owned(),
+        outcome: JourneyOutcome {
+            identity: Identity {
+                user_id: None,
+                email: email.to_owned(),
+                marker: marker.to_owned(),
+            },
+            transcripts: Vec::new(),
+            failures: Vec::new(),
+            timings: Timings::default(),
+            answer: None,
+        },
+        started: Instant::now(),
+        session: None,
+        conn: None,
+        transport: Transport::Header,
+        token: None,
+        messages: 0,
+        message_id: None,
+        run_id: None,
+        last_seq: None,
+    };
+    for (index, step) in steps.iter().enumerate() {
+        if let Err(mut failure) = journey.step(step).await {
+            failure.message = format!("step {} ({}): {}", index + 1, step.name(), failure.message);
+            journey.outcome.failures.push(failure);
+            break;
+        }
+    }
+    journey.disconnect().await;
+    for transcript in &journey.outcome.transcripts {
+        let found = check_connection(ctx.profile, transcript);
+        journey.outcome.failures.extend(found);
+    }
+    journey.outcome.timings.total = journey.started.elapsed();
+    journey.outcome
+}
+
+impl Journey<'_> {
+    async fn step(&mut self, step: &Step) -> Result<(), Failure> {
+        match step {
+            Step::Login(s) => self.login(s).await,
+            Step::Connect(s) => self.connect(s).await,
+            Step::Send(s) => self.send(s).await,
+            Step::Expect(s) => self.expect(s).await,
+            Step::ExpectResponse(s) => self.expect_response(s),
+            Step::Disconnect(_) => {
+                self.disconnect().await;
+                Ok(())
+            }
+            Step::Resume(s) => self.resume(s).await,
+            Step::Wait(d) => {
+                tokio::time::sleep(*d).await;
+                Ok(())
+            }
+            Step::Http(s) => self.http(s).await,
+            Step::ExpectClose(s) => self.expect_close(s).await,
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, Failure> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| mismatch("no open connection: add a `connect` step first"))
+    }
+
+    async fn login(&mut self, step: &LoginStep) -> Result<(), Failure> {
+        let password = step
+            .password
+            .clone()
+            .unwrap_or_else(|| self.password.clone());
+        let email = self.outcome.identity.email.clone();
+        let result = login(
+            self.ctx.http,
+            self.ctx.target,
+            &email,
+            &password,
+            self.ctx.timeout,
+        )
+        .await;
+        match (result, step.expect_status) {
+            (Ok(session), None) => {
+                self.outcome
+                    .timings
+                    .login
+                    .get_or_insert(self.started.elapsed());
+                self.outcome.identity.user_id = session.user_id.clone();
+                self.session = Some(session);
+                Ok(())
+            }
+            (Err(e), None) => Err(Failure::new(e.class, e.message, None)),
+            (Err(e), Some(want)) if e.status == Some(want) => Ok(()),
+            (Err(e), Some(want)) => Err(mismatch(format!(
+                "expected login to be refused with {want}: {}",
+                e.message
+            ))),
+            (Ok(_), Some(want)) => Err(mismatch(format!(
+                "login succeeded; expected it refused with {want}"
+            ))),
+        }
+    }
+
+    async fn open(&mut self, extra_query: &str, timeout: Duration) -> Result<(), Failure> {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| self.session.as_ref().map(|s| s.access_token.clone()));
+        let opened = connect_with(
+            self.ctx.http,
+            self.ctx.target,
+            token.as_deref(),
+            self.transport,
+            timeout,
+            extra_query,
+        )
+        .await;
+        let mut conn = opened.map_err(|e| Failure::new(e.class, e.message, None))?;
+        let first = conn
+            .next_frame(timeout)
+            .await
+            .map_err(|e| Failure::new(e.class, e.message, None))?;
+        if first.as_ref().and_then(|f| self.ctx.profile.frame_type(f))
+            != Some("connection_established")
+        {
+            return Err(fail(
+                FailureClass::HandshakeFailed,
+                format!("first frame is not connection_established: {first:?}"),
+            ));
+        }
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn connect(&mut self, step: &ConnectStep) -> Result<(), Failure> {
+        self.transport = transport_of(step.transport);
+        self.token = step.token.clone();
+        let timeout = step.timeout.unwrap_or(self.ctx.timeout);
+        let result = self.open("", timeout).await;
+        match (result, step.expect_status) {
+            (Ok(()), None) => {
+                self.outcome
+                    .timings
+                    .connect
+                    .get_or_insert(self.started.elapsed());
+                Ok(())
+            }
+            (Err(e), None) => Err(e),
+            (Err(e), Some(want)) if e.message.contains(&format!("refused with {want}")) => Ok(()),
+            (Err(e), Some(want)) => Err(mismatch(format!(
+                "expected the upgrade refused with {want}: {}",
+                e.message
+            ))),
+            (Ok(()), Some(want)) => Err(mismatch(format!(
+                "the upgrade succeeded; expected it refused with {want}"
+            ))),
+        }
+    }
+
+    async fn send(&mut self, step: &SendStep) -> Result<(), Failure> {
+        let text = match (&step.content, &step.frame, &step.raw, step.size) {
+            (Some(content), None, None, None) => {
+                self.messages += 1;
+                let marker = &self.outcome.identity.marker;
+                let message_id = format!("{marker}-m{}", self.messages);
+                let frame = json!({
+                    "type": "user_message",
+                    "payload": { "content": format!("{content} [{marker}]"), "message_id": message_id },
+                });
+                self.message_id = Some(message_id);
+                self.run_id = None;
+                frame.to_string()
+            }
+            (None, Some(frame), None, None) => frame.to_string(),
+            (None, None, Some(raw), None) => raw.clone(),
+            (None, None, None, Some(size)) => {
+                let head = r#"{"type":"ping","payload":""#;
+                format!(
+                    "{head}{}\"}}",
+                    "x".repeat(size.saturating_sub(head.len() + 2))
+                )
+            }
+            _ => {
+                return Err(mismatch(
+                    "`send` takes exactly one of content, frame, raw, size",
+                ));
+            }
+        };
+        self.conn()?
+            .send_text(text)
+            .await
+            .map_err(|e| Failure::new(e.class, e.message, None))
+    }
+
+    async fn expect(&mut self, step: &ExpectStep) -> Result<(), Failure> {
+        let deadline = Instant::now() + step.timeout.unwrap_or(self.ctx.timeout * 3);
+        let profile = self.ctx.profile;
+        let events = &step.events;
+        let mut next = 0;
+        let mut matched = vec![false; events.len()];
+        let done = |next: usize, matched: &[bool]| {
+            events[next..].iter().enumerate().all(|(i, e)| match e {
+                EventExpectation::Type(_) => false,
+                EventExpectation::Detailed(d) => d.optional || (d.repeat && matched[next + i]),
+            })
+        };
+        let error_wanted = step.error.as_deref();
+        loop {
+            if error_wanted.is_none() && (next >= events.len() || done(next, &matched)) {
+                return Ok(());
+            }
+            let waiting_for = events.get(next).map_or("error", kind_of);
+            let per_event = events
+                .get(next)
+                .and_then(timeout_of)
+                .unwrap_or(self.ctx.timeout);
+            let wait = per_event.min(deadline.saturating_duration_since(Instant::now()));
+            let frame = match self.conn()?.next_frame(wait).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    return Err(fail(
+                        FailureClass::MissingEvent(waiting_for.to_owned()),
+                        format!("connection closed before `{waiting_for}`"),
+                    ));
+                }
+                Err(e) if e.class == FailureClass::Timeout => {
+                    return Err(fail(
+                        FailureClass::MissingEvent(waiting_for.to_owned()),
+                        format!("`{waiting_for}` did not arrive within {wait:?}"),
+                    ));
+                }
+                Err(e) => return Err(Failure::new(e.class, e.message, None)),
+            };
+            let Some(kind) = profile.frame_type(&frame) else {
+                continue;
+            };
+            if step.ignore.iter().any(|i| i == kind) {
+                continue;
+            }
+            if kind == "error" {
+                let code = frame["payload"]["code"].as_str().unwrap_or_default();
+                return match error_wanted {
+                    Some(want) if want == code => Ok(()),
+                    _ => Err(mismatch(format!(
+                        "error frame `{code}` while waiting for `{waiting_for}`: {frame}"
+                    ))),
+                };
+            }
+            if error_wanted.is_some()
+                || (profile.is_ignored(kind) && !events.iter().any(|e| kind_of(e) == kind))
+            {
+                continue;
+            }
+            // Only this journey's run counts; other runs of the same user may interleave.
+            if let Some(this_run) = profile.run_id(&frame) {
+                match &self.run_id {
+                    Some(mine) if mine == this_run => {}
+                    None if kind == "agent_started" && self.is_my_run(&frame) => {
+                        self.run_id = Some(this_run.to_owned())
+                    }
+                    _ => continue,
+                }
+            }
+            if frame.get("redelivery") == Some(&Value::Bool(true)) {
+                continue;
+            }
+            if let Some(seq) = profile.seq(&frame) {
+                self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+            }
+            self.outcome
+                .timings
+                .first_event
+                .get_or_insert(self.started.elapsed());
+            // Match against the expectations, skipping optional ones and finished repeats.
+            let mut j = next;
+            loop {
+                let Some(expected) = events.get(j) else {
+                    return Err(fail(
+                        FailureClass::OrderViolation,
+                        format!("unexpected `{kind}` after the expected events"),
+                    ));
+                };
+                if kind_of(expected) == kind {
+                    check_fields(expected, &frame)?;
+                    matched[j] = true;
+                    let repeat = matches!(expected, EventExpectation::Detailed(d) if d.repeat);
+                    next = if repeat { j } else { j + 1 };
+                    break;
+                }
+                let skippable = match expected {
+                    EventExpectation::Type(_) => false,
+                    EventExpectation::Detailed(d) => d.optional || (d.repeat && matched[j]),
+                };
+                if skippable {
+                    j += 1;
+                    continue;
+                }
+                let missing = kind_of(expected);
+                return Err(if events[j + 1..].iter().any(|e| kind_of(e) == kind) {
+                    fail(
+                        FailureClass::MissingEvent(missing.to_owned()),
+                        format!("`{kind}` arrived but `{missing}` before it never did"),
+                    )
+                } else {
+                    fail(
+                        FailureClass::OrderViolation,
+                        format!("expected `{missing}`, received `{kind}`"),
+                    )
+                });
+            }
+            if kind == "agent_completed" {
+                self.outcome
+                    .timings
+                    .agent_completed
+                    .get_or_insert(self.started.elapsed());
+                self.outcome.answer = frame.get("payload").cloned();
+            }
+        }
+    }
+
+    fn is_my_run(&self, frame: &Value) -> bool {
+        let echoed = lookup(frame, "payload.client_message_id")
+            .or_else(|| lookup(frame, "data.client_message_id"));
+        match (echoed, &self.message_id) {
+            (Some(echoed), Some(mine)) => echoed == mine.as_str(),
+            // A platform that does not echo message ids: the first run after the message.
+            (None, _) => true,
+            (Some(_), None) => false,
+        }
+    }
+
+    fn expect_response(&mut self, step: &ResponseStep) -> Result<(), Failure> {
+        let answer = self
+            .outcome
+            .answer
+            .clone()
+            .ok_or_else(|| mismatch("no agent_completed answer to check: expect it first"))?;
+        let text = answer["final_response"].as_str().unwrap_or_default();
+        for needle in &step.contains {
+            if !text.contains(needle.as_str()) {
+                return Err(mismatch(format!("the answer does not contain `{needle}`")));
+            }
+        }
+        for needle in &step.not_contains {
+            if text.contains(needle.as_str()) {
+                return Err(mismatch(format!("the answer contains `{needle}`")));
+            }
+        }
+        for pattern in &step.regex {
+            let regex = regex::Regex::new(pattern)
+                .map_err(|e| mismatch(format!("invalid regex `{pattern}`: {e}")))?;
+            if !regex.is_match(text) {
+                return Err(mismatch(format!("the answer does not match /{pattern}/")));
+            }
+        }
+        for (path, want) in &step.json {
+            let got = lookup(&answer, path);
+            if got != Some(want) {
+                return Err(mismatch(format!(
+                    "`{path}` is {}, expected {want}",
+                    got.map_or("absent".into(), Value::to_string)
+                )));
+            }
+        }
+        for near in &step.near_truth {
+            let truth = self
+                .ctx
+                .truth
+                .and_then(|t| lookup(t, &near.truth))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    mismatch(format!(
+                        "no fixture truth `{}` for {}",
+                        near.truth, self.outcome.identity.email
+                    ))
+                })?;
+            let got = lookup(&answer, &near.path)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    mismatch(format!("`{}` is not a number in the answer", near.path))
+                })?;
+            if (got - truth).abs() > near.tolerance {
+                return Err(mismatch(format!(
+                    "`{}` is {got}, the truth is {truth} (tolerance {})",
+                    near.path, near.tolerance
+                )));
+            }
+        }
+        if let Some(min) = step.min_length
+            && text.chars().count() < min
+        {
+            return Err(mismatch(format!(
+                "the answer has {} characters, fewer than {min}",
+                text.chars().count()
+            )));
+        }
+        if step.no_leaked_internals
+            && let Some(leak) = LEAKED_INTERNALS
+                .iter()
+                .find(|l| answer.to_string().contains(*l))
+        {
+            return Err(mismatch(format!("the answer leaks internals: `{leak}`")));
+        }
+        Ok(())
+    }
+
+    async fn disconnect(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut transcript = conn.close().await;
+            if transcript.close_code.is_none() {
+                transcript.close_code = None;
+            }
+            self.outcome.transcripts.push(transcript);
+        }
+    }
+
+    async fn resume(&mut self, step: &ResumeStep) -> Result<(), Failure> {
+        self.disconnect().await;
+        let last = self.last_seq.unwrap_or(0);
+        let query = match step.via {
+            ResumeVia::Query => format!("last_seq={last}"),
+            ResumeVia::Frame => String::new(),
+        };
+        self.open(&query, self.ctx.timeout).await?;
+        let conn = self.conn()?;
+        conn.transcript.resumed_after = Some(last);
+        if step.via == ResumeVia::Frame {
+            conn.send_json(&json!({ "type": "resume", "last_seq": last }))
+                .await
+                .map_err(|e| Failure::new(e.class, e.message, None))?;
+        }
+        Ok(())
+    }
+
+    async fn http(&mut self, step: &HttpStep) -> Result<(), Failure> {
+        let method = reqwest::Method::from_bytes(step.method.to_uppercase().as_bytes())
+            .map_err(|_| mismatch(format!("unknown method `{}`", step.method)))?;
+        let mut request = self
+            .ctx
+            .http
+            .request(method, self.ctx.target.http(&step.path))
+            .timeout(self.ctx.timeout);
+        if step.auth
+            && let Some(session) = &self.session
+        {
+            request = request.bearer_auth(&session.access_token);
+        }
+        if let Some(body) = &step.body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            let class = if e.is_timeout() {
+                FailureClass::Timeout
+            } else {
+                FailureClass::HandshakeFailed
+            };
+            fail(class, format!("{} {}: {e}", step.method, step.path))
+        })?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if let Some(want) = step.status
+            && want != status
+        {
+            return Err(mismatch(format!(
+                "{} {} answered {status}, expected {want}: {body}",
+                step.method, step.path
+            )));
+        }
+        for (path, want) in &step.json {
+            let got = lookup(&body, path);
+            if got != Some(want) {
+                return Err(mismatch(format!(
+                    "`{path}` of {} is {}, expected {want}",
+                    step.path,
+                    got.map_or("absent".into(), Value::to_string)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn expect_close(&mut self, step: &CloseStep) -> Result<(), Failure> {
+        let timeout = step.timeout.unwrap_or(self.ctx.timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.conn()?.next_frame(wait).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(e) if e.class == FailureClass::Ws1011 && step.code == 1011 => break,
+                Err(e) => return Err(Failure::new(e.class, e.message, None)),
+            }
+        }
+        let code = self.conn()?.transcript.close_code;
+        self.disconnect().await;
+        if code == Some(step.code) {
+            // An expected 1011 is not a failure of this journey.
+            if let Some(last) = self.outcome.transcripts.last_mut()
+                && step.code == 1011
+            {
+                last.close_code = None;
+            }
+            Ok(())
+        } else {
+            Err(mismatch(format!(
+                "the connection closed with {code:?}, expected {}",
+                step.code
+            )))
+        }
+    }
+}
+
+fn kind_of(expectation: &EventExpectation) -> &str {
+    match expectation {
+        EventExpectation::Type(kind) => kind,
+        EventExpectation::Detailed(d) => &d.kind,
+    }
+}
+
+fn timeout_of(expectation: &EventExpectation) -> Option<Duration> {
+    match expectation {
+        EventExpectation::Type(_) => None,
+        EventExpectation::Detailed(d) => d.timeout,
+    }
+}
+
+fn check_fields(expectation: &EventExpectation, frame: &Value) -> Result<(), Failure> {
+    if let EventExpectation::Detailed(d) = expectation {
+        for (path, want) in &d.fields {
+            let got = lookup(frame, path);
+            if got != Some(want) {
+                return Err(mismatch(format!(
+                    "`{}`: `{path}` is {}, expected {want}",
+                    d.kind,
+                    got.map_or("absent".into(), Value::to_string)
+                )));
+            }
+        }
+    }
+    Ok(())
+}

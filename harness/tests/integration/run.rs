@@ -1,0 +1,121 @@
+//! `apex-harness run` end to end against the bundled backend: the shipped scenarios pass, a
+//! wrong expectation fails with exit 1, a breached threshold with exit 3.
+
+use std::path::PathBuf;
+
+use apex_harness::cli::{Cli, execute};
+use apex_harness::exit_codes;
+use clap::Parser;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(args: &[&str]) -> (u8, String, String) {
+    let fixtures = workspace().join("fixtures");
+    let mut argv = vec![
+        "apex-harness",
+        "run",
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = execute(cli, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+#[test]
+fn the_shipped_scenarios_pass_against_the_bundled_backend() {
+    let scenarios = workspace().join("scenarios");
+    let report =
+        std::env::temp_dir().join(format!("apex-harness-report-{}.json", std::process::id()));
+    let (code, out, err) = run(&[
+        scenarios.to_str().unwrap(),
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, exit_codes::PASS, "{out}\n{err}");
+    assert!(out.contains("PASS  Load smoke"), "{out}");
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(document["schema_version"], 1);
+    let load = document["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Load smoke")
+        .unwrap();
+    assert!(load["journeys"].as_u64().unwrap() >= 200);
+    assert!(
+        load["trends"]["journey_duration"]["p99_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn a_wrong_expectation_fails_the_journey_and_a_breach_fails_the_thresholds() {
+    let dir = std::env::temp_dir().join(format!("apex-harness-cases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong = dir.join("wrong.yaml");
+    std::fs::write(&wrong, r#"
+name: Wrong truth
+users: [{ email: alice@apex.test, password: correct-horse }]
+steps:
+  - login: {}
+  - connect: {}
+  - send: { content: "where does my money go?" }
+  - expect: { events: [agent_started, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_completed] }
+  - expect_response: { json: { result.total_calls: 7 } }
+"#).unwrap();
+    let (code, out, _) = run(&[wrong.to_str().unwrap()]);
+    assert_eq!(code, exit_codes::JOURNEY_FAILED, "{out}");
+    assert!(out.contains("content_mismatch"), "{out}");
+    assert!(
+        out.contains("last frames received"),
+        "the diagnosis shows the frames: {out}"
+    );
+
+    let strict = dir.join("strict.yaml");
+    std::fs::write(
+        &strict,
+        r#"
+name: Impossible latency
+users: [{ email: bob@apex.test, password: correct-horse }]
+steps:
+  - login: {}
+  - connect: {}
+  - send: { content: "where does my money go?" }
+  - expect:
+      events: [agent_started, agent_completed]
+      ignore: [agent_thinking, tool_executing, tool_completed]
+thresholds:
+  journey_duration: ["p(99) < 0.001"]
+"#,
+    )
+    .unwrap();
+    let (code, out, _) = run(&[strict.to_str().unwrap()]);
+    assert_eq!(code, exit_codes::THRESHOLD_BREACHED, "{out}");
+
+    let (code, _, err) = run(&[
+        strict.to_str().unwrap(),
+        "--threshold",
+        "latency: p(99) < 3",
+    ]);
+    assert_eq!(code, exit_codes::USAGE, "{err}");
+    let (code, _, err) = run(&[
+        strict.to_str().unwrap(),
+        "--target",
+        "wss://staging.example.test",
+    ]);
+    assert_eq!(code, exit_codes::USAGE, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
