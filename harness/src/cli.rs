@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run scenarios and give a verdict (exit code, summary, reports).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check scenario files without running them (no network). Exit 2 on any error.
     Validate {
         /// Scenario files or folders (searched for *.yaml / *.yml).
@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write a JUnit XML report here (a test case per scenario).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown report here (for CI step summaries).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
     /// Fixtures folder (users, expected truths).
     #[arg(long, default_value = "fixtures")]
     pub fixtures: PathBuf,
@@ -192,9 +198,18 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         };
         let report = crate::runner::run(&selected, &options).await;
         let _ = write!(out, "{}", crate::report::summary(&report));
-        if let Some(path) = &args.json {
-            let document = crate::report::json(&report, &target.authority);
-            if let Err(e) = std::fs::write(path, format!("{document:#}\n")) {
+        let reports = [
+            (
+                &args.json,
+                format!("{:#}\n", crate::report::json(&report, &target.authority)),
+            ),
+            (&args.junit, crate::report::junit(&report)),
+            (&args.markdown, crate::report::markdown(&report)),
+        ];
+        for (path, content) in reports {
+            if let Some(path) = path
+                && let Err(e) = std::fs::write(path, content)
+            {
                 let _ = writeln!(err, "error: cannot write {}: {e}", path.display());
             }
         }
@@ -207,7 +222,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
 /// Runs a command; returns the process exit code.
 pub fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
     match cli.command {
-        Command::Run(args) => run(args, out, err),
+        Command::Run(args) => run(*args, out, err),
         Command::Validate { paths } => match load_all(&paths, err) {
             Some(scenarios) => {
                 for file in &scenarios {

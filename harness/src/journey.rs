@@ -81,6 +81,9 @@ pub struct JourneyOutcome {
     pub timings: Timings,
     /// `agent_completed.payload` of the journey's run, when it arrived.
     pub answer: Option<Value>,
+    /// Each expected event and when it arrived (since the journey started), `None` if it
+    /// never did.
+    pub events: Vec<(String, Option<Duration>)>,
 }
 
 impl JourneyOutcome {
@@ -121,6 +124,12 @@ impl JourneyOutcome {
         if self.passed() {
             metrics.record("journey_duration", self.timings.total);
         }
+        for (kind, at) in &self.events {
+            metrics.rate(&format!("event_delivery_rate:{kind}"), at.is_some());
+            if let Some(at) = at {
+                metrics.record(&format!("event_duration:{kind}"), *at);
+            }
+        }
         for failure in &self.failures {
             metrics.count(&format!("failures:{}", failure.class), 1);
         }
@@ -150,6 +159,7 @@ pub async fn run(
         failures: Vec::new(),
         timings: Timings::default(),
         answer: None,
+        events: Vec::new(),
     };
     let session = match login(
         http,
@@ -231,6 +241,7 @@ async fn expect_events(
         let frame = match conn.next_frame(spec.event_timeout).await {
             Ok(Some(frame)) => frame,
             Ok(None) => {
+                outcome.events.push((want.clone(), None));
                 outcome.failures.push(Failure::new(
                     FailureClass::MissingEvent(want.clone()),
                     format!("connection closed before `{want}`"),
@@ -239,6 +250,7 @@ async fn expect_events(
                 return;
             }
             Err(e) if e.class == FailureClass::Timeout => {
+                outcome.events.push((want.clone(), None));
                 outcome.failures.push(Failure::new(
                     FailureClass::MissingEvent(want.clone()),
                     format!("`{want}` did not arrive within {:?}", spec.event_timeout),
@@ -290,6 +302,11 @@ async fn expect_events(
                         at,
                     ));
                 }
+                outcome.events.extend(
+                    expected[next..next + skipped]
+                        .iter()
+                        .map(|e| (e.clone(), None)),
+                );
                 next += skipped;
             }
             None => {
@@ -301,6 +318,9 @@ async fn expect_events(
                 continue;
             }
         }
+        outcome
+            .events
+            .push((kind.to_owned(), Some(started.elapsed())));
         next += 1;
         if kind == "agent_completed" {
             outcome.timings.agent_completed = Some(started.elapsed());

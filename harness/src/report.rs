@@ -147,3 +147,122 @@ pub fn json(report: &RunReport, target: &str) -> Value {
         "scenarios": scenarios,
     })
 }
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// JUnit XML: a test suite for the run, a test case per scenario; a failed scenario lists its
+/// failure classes, breached thresholds and the first failed journeys.
+pub fn junit(report: &RunReport) -> String {
+    let failures = report.scenarios.iter().filter(|s| !s.passed()).count();
+    let time: f64 = report
+        .scenarios
+        .iter()
+        .map(|s| s.duration.as_secs_f64())
+        .sum();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"apex-harness\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">\n  <testsuite name=\"scenarios\" tests=\"{}\" failures=\"{failures}\" time=\"{time:.3}\">\n",
+        report.scenarios.len(),
+        report.scenarios.len()
+    );
+    for scenario in &report.scenarios {
+        let _ = write!(
+            out,
+            "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
+            xml_escape(&scenario.name),
+            xml_escape(&scenario.path.display().to_string()),
+            scenario.duration.as_secs_f64()
+        );
+        if scenario.passed() {
+            out.push_str("/>\n");
+            continue;
+        }
+        let mut body = String::new();
+        for (class, n) in &scenario.failures_by_class {
+            let _ = writeln!(body, "{class}: {n}");
+        }
+        for verdict in scenario.verdicts.iter().filter(|v| !v.passed) {
+            let _ = writeln!(
+                body,
+                "threshold breached: {} (observed {:?})",
+                verdict.threshold, verdict.observed
+            );
+        }
+        for journey in scenario.failed.iter().take(5) {
+            for failure in &journey.failures {
+                let _ = writeln!(
+                    body,
+                    "{}: {}: {}",
+                    journey.email, failure.class, failure.message
+                );
+            }
+        }
+        let message = format!(
+            "{} of {} journeys failed",
+            scenario.failed.len(),
+            scenario.journeys
+        );
+        let _ = write!(
+            out,
+            ">\n      <failure message=\"{}\" type=\"verdict\">{}</failure>\n    </testcase>\n",
+            xml_escape(&message),
+            xml_escape(&body)
+        );
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+/// Markdown for a CI step summary or a pull-request comment.
+pub fn markdown(report: &RunReport) -> String {
+    let mut out = String::from(
+        "## apex-harness\n\n| scenario | verdict | journeys | failed | p95 ms | p99 ms | completion |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for s in &report.scenarios {
+        let trend = s.metrics.trends.get("journey_duration");
+        let p = |q: f64| trend.map_or("–".to_owned(), |t| format!("{:.1}", t.percentile_ms(q)));
+        let completion = s
+            .metrics
+            .rates
+            .get("chat_completion_rate")
+            .and_then(|r| r.value())
+            .map_or("–".to_owned(), |v| format!("{:.1} %", v * 100.0));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {completion} |",
+            s.name,
+            if s.passed() { "✅ pass" } else { "❌ fail" },
+            s.journeys,
+            s.failed.len(),
+            p(95.0),
+            p(99.0)
+        );
+    }
+    for s in report.scenarios.iter().filter(|s| !s.passed()) {
+        let _ = writeln!(out, "\n### {} failed\n", s.name);
+        for (class, n) in &s.failures_by_class {
+            let _ = writeln!(out, "- `{class}`: {n}");
+        }
+        for v in s.verdicts.iter().filter(|v| !v.passed) {
+            let _ = writeln!(
+                out,
+                "- threshold `{}` breached (observed {:?})",
+                v.threshold, v.observed
+            );
+        }
+        if let Some(journey) = s.failed.first() {
+            let _ = writeln!(out, "\nFirst failed journey ({}):\n\n```", journey.email);
+            for failure in &journey.failures {
+                let _ = writeln!(out, "{}: {}", failure.class, failure.message);
+            }
+            let _ = writeln!(out, "```");
+        }
+    }
+    let _ = writeln!(out, "\nExit code: {}", report.exit_code());
+    out
+}

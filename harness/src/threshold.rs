@@ -32,6 +32,12 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
 ];
 
 fn kind_of(metric: &str) -> Option<MetricKind> {
+    if metric.starts_with("event_duration:") {
+        return Some(MetricKind::Trend);
+    }
+    if metric.starts_with("event_delivery_rate:") {
+        return Some(MetricKind::Rate);
+    }
     KNOWN_METRICS
         .iter()
         .find(|(name, _)| *name == metric)
@@ -157,7 +163,8 @@ pub fn parse_spec(spec: &str) -> Result<Threshold, ThresholdError> {
 /// Parses one expression (`p(99) < 3000`) for `metric`. Columns are relative to `expression`.
 pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError> {
     let Some(kind) = kind_of(metric) else {
-        let names: Vec<&str> = KNOWN_METRICS.iter().map(|(n, _)| *n).collect();
+        let mut names: Vec<&str> = KNOWN_METRICS.iter().map(|(n, _)| *n).collect();
+        names.extend(["event_duration:<type>", "event_delivery_rate:<type>"]);
         return Err(error(
             1,
             format!("unknown metric `{metric}`"),

@@ -101,6 +101,7 @@ pub async fn run_journey(
             failures: Vec::new(),
             timings: Timings::default(),
             answer: None,
+            events: Vec::new(),
         },
         started: Instant::now(),
         session: None,
@@ -373,6 +374,11 @@ impl Journey<'_> {
                 };
                 if kind_of(expected) == kind {
                     check_fields(expected, &frame)?;
+                    if !matched[j] {
+                        self.outcome
+                            .events
+                            .push((kind.to_owned(), Some(self.started.elapsed())));
+                    }
                     matched[j] = true;
                     let repeat = matches!(expected, EventExpectation::Detailed(d) if d.repeat);
                     next = if repeat { j } else { j + 1 };

@@ -76,9 +76,26 @@ steps:
   - expect: { events: [agent_started, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_completed] }
   - expect_response: { json: { result.total_calls: 7 } }
 "#).unwrap();
-    let (code, out, _) = run(&[wrong.to_str().unwrap()]);
+    let junit = dir.join("report.xml");
+    let markdown = dir.join("report.md");
+    let (code, out, _) = run(&[
+        wrong.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        "--markdown",
+        markdown.to_str().unwrap(),
+    ]);
     assert_eq!(code, exit_codes::JOURNEY_FAILED, "{out}");
     assert!(out.contains("content_mismatch"), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testcase name=\"Wrong truth\"") && xml.contains("<failure"),
+        "{xml}"
+    );
+    assert!(xml.contains("result.total_calls"), "{xml}");
+    let md = std::fs::read_to_string(&markdown).unwrap();
+    assert!(md.contains("| Wrong truth | ❌ fail | 1 | 1 |"), "{md}");
+    assert!(md.contains("`content_mismatch`: 1"), "{md}");
     assert!(
         out.contains("last frames received"),
         "the diagnosis shows the frames: {out}"
