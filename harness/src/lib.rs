@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`builder`]: the runner from Rust tests (`Harness::bundled().scenario(..).run()`).
 //! - [`bundled`]: `--target bundled`, the reference backend in-process.
 //! - [`cli`]: the command line (`validate`, `list`) as clap types turned into library calls;
 //!   [`exit_codes`] names every exit code in one place.
@@ -31,6 +32,7 @@
 //! Still to come (see the harness issue): executing scenario steps under load (`run`), TLS
 //! targets and reports.
 
+pub mod builder;
 pub mod bundled;
 pub mod cli;
 pub mod client;

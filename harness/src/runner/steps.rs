@@ -503,11 +503,7 @@ impl Journey<'_> {
 
     async fn disconnect(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let mut transcript = conn.close().await;
-            if transcript.close_code.is_none() {
-                transcript.close_code = None;
-            }
-            self.outcome.transcripts.push(transcript);
+            self.outcome.transcripts.push(conn.close().await);
         }
     }
 

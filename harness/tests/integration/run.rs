@@ -136,3 +136,34 @@ thresholds:
     assert_eq!(code, exit_codes::USAGE, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_builder_runs_a_scenario_from_rust() {
+    let report = apex_harness::builder::Harness::bundled()
+        .scenario(workspace().join("scenarios/golden_path.yaml"))
+        .unwrap()
+        .vus(3)
+        .iterations(2)
+        .threshold("journey_duration: p(99) < 5000")
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.exit_code(),
+        exit_codes::PASS,
+        "{}",
+        apex_harness::report::summary(&report)
+    );
+    assert_eq!(report.scenarios[0].journeys, 6);
+}
+
+#[test]
+fn an_unreachable_target_is_an_infrastructure_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let golden = workspace().join("scenarios/golden_path.yaml");
+    let (code, out, _) = run(&[golden.to_str().unwrap(), "--target", &url]);
+    assert_eq!(code, exit_codes::INFRASTRUCTURE, "{out}");
+}
