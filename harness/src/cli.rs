@@ -197,7 +197,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
             fixtures_dir: args.fixtures.clone(),
         };
         let report = crate::runner::run(&selected, &options).await;
-        let _ = write!(out, "{}", crate::report::summary(&report));
+        let _ = write!(out, "{}", report.redact(&crate::report::summary(&report)));
         let reports = [
             (
                 &args.json,
@@ -208,7 +208,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         ];
         for (path, content) in reports {
             if let Some(path) = path
-                && let Err(e) = std::fs::write(path, content)
+                && let Err(e) = std::fs::write(path, report.redact(&content))
             {
                 let _ = writeln!(err, "error: cannot write {}: {e}", path.display());
             }

@@ -68,9 +68,21 @@ impl ScenarioReport {
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
+    /// Passwords and tokens the scenarios used; never shown in a report.
+    pub secrets: Vec<String>,
 }
 
 impl RunReport {
+    /// The text with every secret replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|s| s.len() >= 4)
+            .fold(text.to_owned(), |text, secret| {
+                text.replace(secret.as_str(), "[redacted]")
+            })
+    }
+
     /// The documented exit code: journeys first, then thresholds.
     pub fn exit_code(&self) -> u8 {
         let infrastructure = self.scenarios.iter().all(|s| {
@@ -169,6 +181,23 @@ fn users_of(specs: &[UserSpec]) -> Vec<(String, String)> {
         users.extend((1..=48).map(|n| (format!("vu{n:02}@apex.test"), "correct-horse".to_owned())));
     }
     users
+}
+
+/// The passwords and tokens a scenario uses, after `${ENV}` interpolation.
+fn secrets_of(scenario: &crate::scenario::Scenario) -> Vec<String> {
+    use crate::scenario::Step;
+    let mut secrets: Vec<String> = users_of(&scenario.users)
+        .into_iter()
+        .map(|(_, password)| password)
+        .collect();
+    for step in &scenario.steps {
+        match step {
+            Step::Login(s) => secrets.extend(s.password.iter().map(|p| interpolate(p))),
+            Step::Connect(s) => secrets.extend(s.token.iter().map(|t| interpolate(t))),
+            _ => {}
+        }
+    }
+    secrets
 }
 
 /// Runs one scenario under its load.
@@ -318,7 +347,46 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
 pub async fn run(files: &[ScenarioFile], options: &RunOptions) -> RunReport {
     let mut report = RunReport::default();
     for file in files {
+        report.secrets.extend(secrets_of(&file.scenario));
         report.scenarios.push(run_scenario(file, options).await);
     }
+    report.secrets.sort();
+    report.secrets.dedup();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolated_passwords_and_tokens_are_redacted_from_reports() {
+        let scenario: crate::scenario::Scenario = serde_saphyr::from_str(
+            r#"
+name: secrets
+users: [{ email: qa@example.test, password: "${APEX_HARNESS_REDACTION_TEST}" }]
+steps:
+  - connect: { token: "tok-abcdef" }
+"#,
+        )
+        .unwrap();
+        let unset = secrets_of(&scenario);
+        assert!(
+            unset.contains(&"${APEX_HARNESS_REDACTION_TEST}".to_owned()),
+            "{unset:?}"
+        );
+        let report = RunReport {
+            scenarios: Vec::new(),
+            secrets: secrets_of(&scenario),
+        };
+        let text = "login as qa@example.test with ${APEX_HARNESS_REDACTION_TEST}, token tok-abcdef";
+        assert_eq!(
+            report.redact(text),
+            "login as qa@example.test with [redacted], token [redacted]"
+        );
+        assert_eq!(
+            interpolate("a ${HOME_DOES_NOT_EXIST_X} b"),
+            "a ${HOME_DOES_NOT_EXIST_X} b"
+        );
+    }
 }
