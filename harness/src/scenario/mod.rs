@@ -138,6 +138,32 @@ fn location<T>(spanned: &Spanned<T>) -> (usize, usize) {
     )
 }
 
+/// The profile with the scenario's field paths applied.
+fn with_fields(mut profile: Profile, fields: &FieldPaths) -> Profile {
+    let paths = |list: &[String]| {
+        list.iter()
+            .map(|p| p.split('.').map(str::to_owned).collect())
+            .collect()
+    };
+    if !fields.kind.is_empty() {
+        profile.type_paths = paths(&fields.kind);
+    }
+    if !fields.seq.is_empty() {
+        profile.seq_paths = paths(&fields.seq);
+    }
+    if !fields.run_id.is_empty() {
+        profile.run_id_paths = paths(&fields.run_id);
+    }
+    if !fields.tool_name.is_empty() {
+        profile.tool_name_paths = paths(&fields.tool_name);
+    }
+    profile.ignored_types.extend(fields.ignore.iter().cloned());
+    if let Some(require) = fields.require_seq {
+        profile.require_seq = require;
+    }
+    profile
+}
+
 /// A scenario file, parsed and checked.
 #[derive(Debug, Clone)]
 pub struct ScenarioFile {
@@ -174,6 +200,8 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
             Profile::apex()
         }),
     };
+
+    let profile = with_fields(profile, &scenario.fields);
 
     let mut thresholds = Vec::new();
     for (metric, expressions) in &scenario.thresholds {

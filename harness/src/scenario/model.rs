@@ -21,6 +21,9 @@ pub struct Scenario {
     /// Protocol profile: `apex` (default) or `netra`.
     #[serde(default)]
     pub profile: Option<Spanned<String>>,
+    /// Where the profile finds a frame's fields, overriding the profile's defaults.
+    #[serde(default)]
+    pub fields: FieldPaths,
     #[serde(default)]
     pub target: TargetDefaults,
     /// Who the virtual users are; they take these in turn.
@@ -32,6 +35,26 @@ pub struct Scenario {
     /// Metric name → threshold expressions (`journey_duration: ["p(99) < 3000"]`).
     #[serde(default)]
     pub thresholds: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+/// Field paths (dotted) that override the profile's, for platforms with other shapes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldPaths {
+    #[serde(default, rename = "type")]
+    pub kind: Vec<String>,
+    #[serde(default)]
+    pub seq: Vec<String>,
+    #[serde(default)]
+    pub run_id: Vec<String>,
+    #[serde(default)]
+    pub tool_name: Vec<String>,
+    /// Frame types that are never events (heartbeats), added to the profile's.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Require a `seq` on every event (overrides the profile).
+    #[serde(default)]
+    pub require_seq: Option<bool>,
 }
 
 /// Defaults for every request of the scenario.

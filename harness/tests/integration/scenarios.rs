@@ -116,3 +116,15 @@ fn validate_and_list_exit_with_the_documented_codes() {
     assert_eq!(code, exit_codes::USAGE);
     assert!(err.contains("cannot read the file"), "{err}");
 }
+
+#[test]
+fn field_paths_in_the_file_override_the_profile() {
+    let file = load(&workspace().join("fixtures/scenarios/valid/every_step.yaml")).unwrap();
+    let frame = serde_json::json!({ "event": { "kind": "tool_completed" }, "meta": { "sequence": 7 }, "data": { "run": "r9", "tool": "t" } });
+    assert_eq!(file.profile.name, "netra");
+    assert_eq!(file.profile.frame_type(&frame), Some("tool_completed"));
+    assert_eq!(file.profile.seq(&frame), Some(7));
+    assert_eq!(file.profile.run_id(&frame), Some("r9"));
+    assert_eq!(file.profile.tool_name(&frame), Some("t"));
+    assert!(file.profile.is_ignored("keepalive") && file.profile.is_ignored("heartbeat"));
+}
