@@ -52,6 +52,7 @@ impl Harness {
                 iterations: None,
                 thresholds: Vec::new(),
                 fixtures_dir,
+                progress: false,
             },
         }
     }

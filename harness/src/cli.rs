@@ -195,6 +195,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
             iterations: args.iterations,
             thresholds,
             fixtures_dir: args.fixtures.clone(),
+            progress: true,
         };
         let report = crate::runner::run(&selected, &options).await;
         let _ = write!(out, "{}", report.redact(&crate::report::summary(&report)));

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub thresholds: Vec<Threshold>,
     /// Where `users.yaml` and `expected/` are, for pools and fixture truths.
     pub fixtures_dir: PathBuf,
+    /// Draw a live progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
 }
 
 /// A failed journey, kept for the diagnosis.
@@ -234,6 +236,25 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         hash
     };
 
+    let bar = if options.progress {
+        let bar = match iterations {
+            Some(n) => indicatif::ProgressBar::new(u64::from(n) * u64::from(vus)),
+            None if until.is_some() => indicatif::ProgressBar::new_spinner(),
+            None => indicatif::ProgressBar::new(u64::from(vus)),
+        };
+        // Draws only when stderr is a terminal, so CI logs stay clean.
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_prefix(scenario.name.clone());
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let failed_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tasks = (0..vus).map(|vu| {
         let (http, users, fixtures, ticker, profile) = (
             http.clone(),
@@ -242,6 +263,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             ticker.clone(),
             profile.clone(),
         );
+        let (bar, failed_so_far) = (bar.clone(), failed_so_far.clone());
         let target = options.target.clone();
         let steps = scenario.steps.clone();
         let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
@@ -265,7 +287,14 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                     interval.tick().await;
                 }
                 let marker = format!("mk{scenario_tag:08x}v{vu}i{iteration}");
-                outcomes.push(run_journey(&ctx, &steps, &email, &password, &marker).await);
+                let outcome = run_journey(&ctx, &steps, &email, &password, &marker).await;
+                if !outcome.passed() {
+                    let failed =
+                        failed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    bar.set_message(format!("{failed} failed"));
+                }
+                bar.inc(1);
+                outcomes.push(outcome);
             }
             outcomes
         })
@@ -274,6 +303,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     for task in tasks.collect::<Vec<_>>() {
         outcomes.extend(task.await.unwrap_or_default());
     }
+    bar.finish_and_clear();
 
     // Isolation across every user's transcripts.
     let owners: Vec<usize> = outcomes
