@@ -153,7 +153,9 @@ async fn run(
     journeys: usize,
     concurrency: usize,
 ) -> (Vec<Duration>, Vec<String>, Duration) {
-    let http = reqwest::Client::new();
+    let http = Target::parse(&base)
+        .expect("the backend's URL")
+        .http_client();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -188,7 +190,10 @@ async fn run(
 
 /// The service mode the server reports on `/ready`.
 async fn server_mode(base: &str) -> String {
-    let Ok(response) = reqwest::get(format!("{base}/ready")).await else {
+    let http = Target::parse(base)
+        .map(|t| t.http_client())
+        .unwrap_or_default();
+    let Ok(response) = http.get(format!("{base}/ready")).send().await else {
         return "?".into();
     };
     let ready: Value = response.json().await.unwrap_or_default();

@@ -46,6 +46,7 @@ impl Harness {
             options: RunOptions {
                 target: Target {
                     authority: String::new(),
+                    tls: None,
                 },
                 profile: None,
                 vus: None,

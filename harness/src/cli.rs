@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// Write a Markdown report here (for CI step summaries).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Also trust the CA certificates in this PEM file for https:// / wss:// targets.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
     /// Fixtures folder (users, expected truths).
     #[arg(long, default_value = "fixtures")]
     pub fixtures: PathBuf,
@@ -180,7 +183,12 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
                 }
             }
         } else {
-            match crate::client::Target::parse(&args.target) {
+            let parsed =
+                crate::client::Target::parse(&args.target).and_then(|target| match &args.ca_cert {
+                    Some(pem) => target.trust_ca(pem),
+                    None => Ok(target),
+                });
+            match parsed {
                 Ok(target) => (target, None),
                 Err(e) => {
                     let _ = writeln!(err, "error: --target: {e}");

@@ -5,15 +5,16 @@
 //! Plain `http://` / `ws://` targets only so far; TLS (`https://`, `wss://`) comes with the
 //! runner.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::verify::{FailureClass, Transcript};
 
@@ -42,25 +43,49 @@ fn refused(class: FailureClass, message: String, status: u16) -> ClientFailure {
     }
 }
 
-/// Where the backend is: `http://host:port` (a `ws://` URL works too).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the backend is: `http://host:port`, `https://host`, `ws://…` or `wss://…`.
+#[derive(Debug, Clone)]
 pub struct Target {
     /// `host:port`.
     pub authority: String,
+    /// Set for `https://` / `wss://` targets: rustls (ring) with the Mozilla roots plus any
+    /// extra CA given with [`Target::trust_ca`].
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Installs the process-wide rustls provider (ring). Any `reqwest::Client` built in a process
+/// that links the harness needs it first (reqwest is built without its own provider, to keep
+/// the aws-lc C build out); installing it twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn tls_config(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("CA certificate refused: {e}"))?;
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 impl Target {
-    /// Parses `http://host:port`, `ws://host:port` or `host:port`; a path is ignored.
+    /// Parses `http(s)://host[:port]`, `ws(s)://host[:port]` or `host:port`; a path is ignored.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = match url.split_once("://") {
-            Some(("http" | "ws", rest)) => rest,
-            Some(("https" | "wss", _)) => {
-                return Err(format!(
-                    "{url}: TLS targets are not supported yet (use http:// or ws://)"
-                ));
-            }
+        let (tls, rest) = match url.split_once("://") {
+            Some(("http" | "ws", rest)) => (false, rest),
+            Some(("https" | "wss", rest)) => (true, rest),
             Some((scheme, _)) => return Err(format!("{url}: unsupported scheme `{scheme}`")),
-            None => url,
+            None => (false, url),
         };
         let authority = rest.split('/').next().unwrap_or_default();
         if authority.is_empty() {
@@ -69,17 +94,46 @@ impl Target {
         let authority = if authority.contains(':') {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
-        Ok(Self { authority })
+        let tls = if tls { Some(tls_config(&[])?) } else { None };
+        Ok(Self { authority, tls })
+    }
+
+    /// Also trusts the CA certificates in a PEM file (a staging environment's private CA).
+    pub fn trust_ca(mut self, pem_file: &std::path::Path) -> Result<Self, String> {
+        let pem = std::fs::read(pem_file).map_err(|e| format!("{}: {e}", pem_file.display()))?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", pem_file.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate in it", pem_file.display()));
+        }
+        if self.tls.is_some() {
+            self.tls = Some(tls_config(&certs)?);
+        }
+        Ok(self)
     }
 
     pub fn http(&self, path: &str) -> String {
-        format!("http://{}{path}", self.authority)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.authority)
     }
 
     pub fn ws(&self, query: &str) -> String {
-        format!("ws://{}/ws{query}", self.authority)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws{query}", self.authority)
+    }
+
+    /// An HTTP client for this target (its TLS settings included).
+    pub fn http_client(&self) -> reqwest::Client {
+        install_crypto_provider();
+        let builder = reqwest::Client::builder();
+        let builder = match &self.tls {
+            Some(config) => builder.tls_backend_preconfigured((**config).clone()),
+            None => builder,
+        };
+        builder.build().unwrap_or_default()
     }
 }
 
@@ -161,7 +215,7 @@ pub async fn login(
 
 /// One WebSocket connection and everything it received.
 pub struct Connection {
-    stream: WebSocketStream<TcpStream>,
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     started: Instant,
     pub transcript: Transcript,
     /// The subprotocol the server chose, if any.
@@ -273,7 +327,11 @@ pub async fn connect_with(
         })?;
         // The server writes each event as its own frame; Nagle would hold them back.
         let _ = tcp.set_nodelay(true);
-        tokio_tungstenite::client_async(request, tcp)
+        let connector = match &target.tls {
+            Some(config) => Connector::Rustls(config.clone()),
+            None => Connector::Plain,
+        };
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
             .await
             .map_err(|e| match e {
                 tungstenite::Error::Http(response) => {
@@ -380,10 +438,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_accept_http_and_ws_urls_and_refuse_tls_for_now() {
+    fn targets_accept_plain_and_tls_urls() {
+        let plain = Target::parse("http://127.0.0.1:8000/").unwrap();
         assert_eq!(
-            Target::parse("http://127.0.0.1:8000/").unwrap().authority,
-            "127.0.0.1:8000"
+            (plain.authority.as_str(), plain.tls.is_some()),
+            ("127.0.0.1:8000", false)
         );
         assert_eq!(
             Target::parse("ws://localhost:9/ws")
@@ -395,11 +454,9 @@ mod tests {
             Target::parse("example.test").unwrap().authority,
             "example.test:80"
         );
-        assert!(
-            Target::parse("wss://staging.example.test")
-                .unwrap_err()
-                .contains("TLS")
-        );
+        let tls = Target::parse("wss://staging.example.test").unwrap();
+        assert_eq!(tls.authority, "staging.example.test:443");
+        assert_eq!(tls.http("/ready"), "https://staging.example.test:443/ready");
         assert!(Target::parse("ftp://x").is_err());
     }
 }

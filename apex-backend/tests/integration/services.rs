@@ -205,7 +205,7 @@ async fn a_killed_instance_leaves_its_run_interrupted_with_partial_results_after
         "a_killed_instance_leaves_its_run_interrupted_with_partial_results_after_restart"
     );
     let (mut child, addr) = spawn_backend(&services, "restart-test");
-    let http = reqwest::Client::new();
+    let http = http_client();
     let login: Value = http
         .post(format!("http://{addr}/api/auth/login"))
         .json(&json!({ "email": ALICE, "password": PASSWORD }))

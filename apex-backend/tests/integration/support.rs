@@ -45,6 +45,13 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+/// An HTTP client. In a workspace build reqwest carries the harness's rustls feature without
+/// a built-in crypto provider, so one is installed first (ring; harmless when repeated).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A backend serving on a free loopback port; dropped or [`TestServer::stop`]ped, it shuts down.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -91,7 +98,7 @@ impl TestServer {
             state,
             shutdown: Some(tx),
             task: Some(task),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 

@@ -226,7 +226,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     let ticker = Arc::new(tokio::sync::Mutex::new(pace.map(tokio::time::interval)));
     let timeout = scenario.target.timeout.unwrap_or(Duration::from_secs(10));
     let ramp = scenario.load.ramp_up.unwrap_or_default();
-    let http = reqwest::Client::new();
+    let http = options.target.http_client();
     let started = Instant::now();
     let scenario_tag = {
         let mut hash = 0u32;

@@ -131,7 +131,7 @@ thresholds:
     let (code, _, err) = run(&[
         strict.to_str().unwrap(),
         "--target",
-        "wss://staging.example.test",
+        "ftp://staging.example.test",
     ]);
     assert_eq!(code, exit_codes::USAGE, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
