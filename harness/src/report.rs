@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::metrics::Metrics;
 use crate::runner::{RunReport, ScenarioReport};
 
 /// Version of the JSON report's shape.
@@ -27,6 +28,7 @@ fn trend_row(report: &ScenarioReport, name: &str) -> Option<String> {
 /// failed journey (the first few).
 pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
+    let totals = report.totals();
     for scenario in &report.scenarios {
         let verdict = if scenario.passed() { "PASS" } else { "FAIL" };
         let _ = writeln!(
@@ -91,7 +93,57 @@ pub fn summary(report: &RunReport) -> String {
             }
         }
     }
+    if report.scenarios.len() > 1 {
+        let journeys: u64 = report.scenarios.iter().map(|s| s.journeys).sum();
+        let failed: usize = report.scenarios.iter().map(|s| s.failed.len()).sum();
+        let _ = writeln!(
+            out,
+            "TOTAL  {} scenarios, {journeys} journeys, {failed} failed",
+            report.scenarios.len()
+        );
+        if let Some(trend) = totals.trends.get("journey_duration") {
+            let _ = writeln!(
+                out,
+                "    journey_duration           p50 {:>8.2}  p95 {:>8.2}  p99 {:>8.2}  max {:>8.2} ms",
+                trend.percentile_ms(50.0),
+                trend.percentile_ms(95.0),
+                trend.percentile_ms(99.0),
+                trend.max_ms()
+            );
+        }
+    }
     out
+}
+
+/// The JSON report (schema version [`JSON_SCHEMA_VERSION`]).
+/// Trends, rates and counters of a metrics set, as the JSON report shows them.
+fn metrics_json(metrics: &Metrics) -> (Value, Value, Value) {
+    let trends: serde_json::Map<String, Value> = metrics
+        .trends
+        .iter()
+        .map(|(name, t)| {
+            (name.clone(), json!({
+                "count": t.count(), "p50_ms": t.percentile_ms(50.0), "p90_ms": t.percentile_ms(90.0),
+                "p95_ms": t.percentile_ms(95.0), "p99_ms": t.percentile_ms(99.0), "max_ms": t.max_ms(),
+                "mean_ms": t.mean_ms(),
+            }))
+        })
+        .collect();
+    let rates: serde_json::Map<String, Value> = metrics
+        .rates
+        .iter()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                json!({ "value": r.value(), "passes": r.passes, "total": r.total }),
+            )
+        })
+        .collect();
+    (
+        Value::Object(trends),
+        Value::Object(rates),
+        json!(metrics.counters),
+    )
 }
 
 /// The JSON report (schema version [`JSON_SCHEMA_VERSION`]).
@@ -100,24 +152,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
         .scenarios
         .iter()
         .map(|s| {
-            let trends: serde_json::Map<String, Value> = s
-                .metrics
-                .trends
-                .iter()
-                .map(|(name, t)| {
-                    (name.clone(), json!({
-                        "count": t.count(), "p50_ms": t.percentile_ms(50.0), "p90_ms": t.percentile_ms(90.0),
-                        "p95_ms": t.percentile_ms(95.0), "p99_ms": t.percentile_ms(99.0), "max_ms": t.max_ms(),
-                        "mean_ms": t.mean_ms(),
-                    }))
-                })
-                .collect();
-            let rates: serde_json::Map<String, Value> = s
-                .metrics
-                .rates
-                .iter()
-                .map(|(name, r)| (name.clone(), json!({ "value": r.value(), "passes": r.passes, "total": r.total })))
-                .collect();
+            let (trends, rates, counters) = metrics_json(&s.metrics);
             json!({
                 "name": s.name,
                 "path": s.path,
@@ -128,7 +163,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                 "failures_by_class": s.failures_by_class,
                 "trends": trends,
                 "rates": rates,
-                "counters": s.metrics.counters,
+                "counters": counters,
                 "thresholds": s.verdicts.iter().map(|v| json!({
                     "threshold": v.threshold.to_string(), "observed": v.observed, "passed": v.passed,
                 })).collect::<Vec<_>>(),
@@ -140,10 +175,19 @@ pub fn json(report: &RunReport, target: &str) -> Value {
             })
         })
         .collect();
+    let totals = report.totals();
+    let (trends, rates, counters) = metrics_json(&totals);
     json!({
         "schema_version": JSON_SCHEMA_VERSION,
         "target": target,
         "exit_code": report.exit_code(),
+        "totals": {
+            "journeys": report.scenarios.iter().map(|s| s.journeys).sum::<u64>(),
+            "failed_journeys": report.scenarios.iter().map(|s| s.failed.len()).sum::<usize>(),
+            "trends": trends,
+            "rates": rates,
+            "counters": counters,
+        },
         "scenarios": scenarios,
     })
 }

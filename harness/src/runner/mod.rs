@@ -75,6 +75,15 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Every scenario's metrics merged: the run's totals.
+    pub fn totals(&self) -> Metrics {
+        let mut totals = Metrics::default();
+        for scenario in &self.scenarios {
+            totals.merge(&scenario.metrics);
+        }
+        totals
+    }
+
     /// The text with every secret replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
         self.secrets

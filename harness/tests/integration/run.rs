@@ -46,6 +46,8 @@ fn the_shipped_scenarios_pass_against_the_bundled_backend() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let _ = std::fs::remove_file(&report);
     assert_eq!(document["schema_version"], 1);
+    assert!(document["totals"]["journeys"].as_u64().unwrap() >= 250);
+    assert_eq!(document["totals"]["failed_journeys"], 0);
     let load = document["scenarios"]
         .as_array()
         .unwrap()
