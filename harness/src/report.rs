@@ -93,6 +93,31 @@ pub fn summary(report: &RunReport) -> String {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "\n{:<44} {:>7} {:>9} {:>7} {:>10} {:>10} {:>11}",
+        "scenario", "verdict", "journeys", "failed", "p95 ms", "p99 ms", "completion"
+    );
+    for s in &report.scenarios {
+        let trend = s.metrics.trends.get("journey_duration");
+        let p = |q: f64| trend.map_or("-".to_owned(), |t| format!("{:.1}", t.percentile_ms(q)));
+        let completion = s
+            .metrics
+            .rates
+            .get("chat_completion_rate")
+            .and_then(|r| r.value())
+            .map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
+        let name: String = s.name.chars().take(44).collect();
+        let _ = writeln!(
+            out,
+            "{name:<44} {:>7} {:>9} {:>7} {:>10} {:>10} {completion:>11}",
+            if s.passed() { "pass" } else { "FAIL" },
+            s.journeys,
+            s.failed.len(),
+            p(95.0),
+            p(99.0)
+        );
+    }
     if report.scenarios.len() > 1 {
         let journeys: u64 = report.scenarios.iter().map(|s| s.journeys).sum();
         let failed: usize = report.scenarios.iter().map(|s| s.failed.len()).sum();

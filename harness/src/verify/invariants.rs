@@ -252,27 +252,41 @@ impl Identity {
 
 /// Checks every user's transcripts for other users' identities and markers.
 ///
+/// One automaton over every identity's needles and one pass over each frame's text, so a run
+/// of thousands of journeys stays linear in what was received.
+///
 /// Returns, per input transcript (same order), the breaches found in it.
 pub fn check_isolation(transcripts: &[(&Identity, &Transcript)]) -> Vec<Vec<Failure>> {
-    let mut distinct: Vec<&Identity> = Vec::new();
+    let mut needles: Vec<&str> = Vec::new();
+    let mut owners: Vec<&str> = Vec::new();
+    let mut known: HashSet<(&str, &str)> = HashSet::new();
     for (identity, _) in transcripts {
-        if !distinct.contains(identity) {
-            distinct.push(identity);
+        for needle in identity.needles() {
+            if known.insert((needle, identity.email.as_str())) {
+                needles.push(needle);
+                owners.push(identity.email.as_str());
+            }
         }
     }
+    let Ok(automaton) = aho_corasick::AhoCorasick::new(&needles) else {
+        return vec![Vec::new(); transcripts.len()];
+    };
     transcripts
         .iter()
         .map(|(own, transcript)| {
             let mut failures = Vec::new();
             for (index, frame) in transcript.frames.iter().enumerate() {
                 let text = frame.value.to_string();
-                for other in distinct.iter().filter(|o| o.email != own.email) {
-                    if let Some(needle) = other.needles().find(|n| text.contains(n)) {
+                let mut reported: HashSet<&str> = HashSet::new();
+                for found in automaton.find_overlapping_iter(&text) {
+                    let owner = owners[found.pattern().as_usize()];
+                    if owner != own.email && reported.insert(owner) {
                         failures.push(Failure::new(
                             FailureClass::IsolationBreach,
                             format!(
-                                "frame received by {} carries `{needle}` of {}",
-                                own.email, other.email
+                                "frame received by {} carries `{}` of {owner}",
+                                own.email,
+                                needles[found.pattern().as_usize()]
                             ),
                             Some(index),
                         ));
