@@ -24,6 +24,19 @@ fn trend_row(report: &ScenarioReport, name: &str) -> Option<String> {
     ))
 }
 
+/// Journey p95 and p99 (ms) and the completion rate of a scenario, as table cells.
+fn table_cells(s: &ScenarioReport) -> (String, String, String) {
+    let trend = s.metrics.trends.get("journey_duration");
+    let p = |q: f64| trend.map_or("-".to_owned(), |t| format!("{:.1}", t.percentile_ms(q)));
+    let completion = s
+        .metrics
+        .rates
+        .get("chat_completion_rate")
+        .and_then(|r| r.value())
+        .map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
+    (p(95.0), p(99.0), completion)
+}
+
 /// The human summary: a line per scenario, latencies, thresholds, and a diagnosis of each
 /// failed journey (the first few).
 pub fn summary(report: &RunReport) -> String {
@@ -99,23 +112,14 @@ pub fn summary(report: &RunReport) -> String {
         "scenario", "verdict", "journeys", "failed", "p95 ms", "p99 ms", "completion"
     );
     for s in &report.scenarios {
-        let trend = s.metrics.trends.get("journey_duration");
-        let p = |q: f64| trend.map_or("-".to_owned(), |t| format!("{:.1}", t.percentile_ms(q)));
-        let completion = s
-            .metrics
-            .rates
-            .get("chat_completion_rate")
-            .and_then(|r| r.value())
-            .map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
+        let (p95, p99, completion) = table_cells(s);
         let name: String = s.name.chars().take(44).collect();
         let _ = writeln!(
             out,
-            "{name:<44} {:>7} {:>9} {:>7} {:>10} {:>10} {completion:>11}",
+            "{name:<44} {:>7} {:>9} {:>7} {p95:>10} {p99:>10} {completion:>11}",
             if s.passed() { "pass" } else { "FAIL" },
             s.journeys,
             s.failed.len(),
-            p(95.0),
-            p(99.0)
         );
     }
     if report.scenarios.len() > 1 {
@@ -293,23 +297,14 @@ pub fn markdown(report: &RunReport) -> String {
         "## apex-harness\n\n| scenario | verdict | journeys | failed | p95 ms | p99 ms | completion |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
     for s in &report.scenarios {
-        let trend = s.metrics.trends.get("journey_duration");
-        let p = |q: f64| trend.map_or("–".to_owned(), |t| format!("{:.1}", t.percentile_ms(q)));
-        let completion = s
-            .metrics
-            .rates
-            .get("chat_completion_rate")
-            .and_then(|r| r.value())
-            .map_or("–".to_owned(), |v| format!("{:.1} %", v * 100.0));
+        let (p95, p99, completion) = table_cells(s);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {completion} |",
+            "| {} | {} | {} | {} | {p95} | {p99} | {completion} |",
             s.name,
             if s.passed() { "✅ pass" } else { "❌ fail" },
             s.journeys,
             s.failed.len(),
-            p(95.0),
-            p(99.0)
         );
     }
     for s in report.scenarios.iter().filter(|s| !s.passed()) {

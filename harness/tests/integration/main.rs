@@ -26,3 +26,18 @@ pub async fn start_backend() -> (Target, tokio::sync::oneshot::Sender<()>) {
     }));
     (Target::parse(&format!("http://{addr}")).unwrap(), tx)
 }
+
+/// Runs `apex-harness run ARGS...` through the library; returns the exit code, stdout, stderr.
+pub fn run_cli(args: &[&str]) -> (u8, String, String) {
+    use clap::Parser;
+    let mut argv = vec!["apex-harness", "run"];
+    argv.extend_from_slice(args);
+    let cli = apex_harness::cli::Cli::try_parse_from(argv).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = apex_harness::cli::execute(cli, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use apex_harness::cli::{Cli, execute};
 use apex_harness::exit_codes;
-use clap::Parser;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -13,21 +11,9 @@ fn workspace() -> PathBuf {
 
 fn run(args: &[&str]) -> (u8, String, String) {
     let fixtures = workspace().join("fixtures");
-    let mut argv = vec![
-        "apex-harness",
-        "run",
-        "--fixtures",
-        fixtures.to_str().unwrap(),
-    ];
+    let mut argv = vec!["--fixtures", fixtures.to_str().unwrap()];
     argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = execute(cli, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
+    crate::run_cli(&argv)
 }
 
 #[test]

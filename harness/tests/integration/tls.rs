@@ -4,12 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use apex_harness::cli::{Cli, execute};
 use apex_harness::exit_codes;
-use clap::Parser;
 use tokio_rustls::rustls;
 
-use crate::start_backend;
+use crate::{run_cli, start_backend};
 
 fn tls_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls")
@@ -56,19 +54,6 @@ async fn tls_proxy(upstream: String) -> String {
     format!("https://localhost:{port}")
 }
 
-fn run(args: &[&str]) -> (u8, String, String) {
-    let mut argv = vec!["apex-harness", "run"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = execute(cli, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8(out).unwrap(),
-        String::from_utf8(err).unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_golden_path_runs_over_tls_with_the_right_ca_only() {
     let (target, _stop) = start_backend().await;
@@ -89,7 +74,7 @@ async fn the_golden_path_runs_over_tls_with_the_right_ca_only() {
         let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         args.extend(["--ca-cert".to_owned(), ca.to_str().unwrap().to_owned()]);
         tokio::task::spawn_blocking(move || {
-            run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
         })
         .await
         .unwrap()
@@ -98,7 +83,7 @@ async fn the_golden_path_runs_over_tls_with_the_right_ca_only() {
     let untrusted = {
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         tokio::task::spawn_blocking(move || {
-            run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
         })
         .await
         .unwrap()
