@@ -222,7 +222,14 @@ impl Store for PgStore {
     }
 
     async fn upsert_user(&self, user: UserRecord) -> Result<(), StoreError> {
-        self.bounded(
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            // Instances seeding the same user at once take turns: a concurrent insert would
+            // otherwise trip the email index before `ON CONFLICT (id)` can apply.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+                .bind(user.id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO users (id, email, name, password_hash, is_demo) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name,
@@ -233,10 +240,11 @@ impl Store for PgStore {
             .bind(&user.name)
             .bind(&user.password_hash)
             .bind(user.is_demo)
-            .execute(&self.pool),
-        )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
         .await
-        .map(|_| ())
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -267,20 +275,24 @@ impl Store for PgStore {
         let lines: Vec<i32> = (0..records.len() as i32).collect();
         let bodies: Vec<Json<UsageRecord>> = records.into_iter().map(Json).collect();
         self.bounded(async {
+            // Upsert line by line and drop what is beyond the new length, so instances that
+            // seed the same users at the same time do not trip over each other's rows.
             let mut tx = self.pool.begin().await?;
-            sqlx::query("DELETE FROM usage_records WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query(
                 "INSERT INTO usage_records (user_id, line, record)
-                 SELECT $1, line, record FROM UNNEST($2::int[], $3::jsonb[]) AS t(line, record)",
+                 SELECT $1, line, record FROM UNNEST($2::int[], $3::jsonb[]) AS t(line, record)
+                 ON CONFLICT (user_id, line) DO UPDATE SET record = EXCLUDED.record",
             )
             .bind(user_id)
             .bind(&lines)
             .bind(&bodies)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("DELETE FROM usage_records WHERE user_id = $1 AND line >= $2")
+                .bind(user_id)
+                .bind(lines.len() as i32)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         })
         .await?;

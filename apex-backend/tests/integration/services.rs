@@ -432,3 +432,22 @@ async fn postgres_down_fails_fast_with_clear_errors_and_recovers() {
     server.stop().await;
     services.cleanup().await;
 }
+
+#[tokio::test]
+async fn instances_starting_together_seed_the_same_users_without_conflict() {
+    let services =
+        services_or_skip!("instances_starting_together_seed_the_same_users_without_conflict");
+    let start = || {
+        let mut config = apex_backend::Config::for_tests();
+        config.fixtures_dir = fixtures_dir();
+        services.configure(&mut config);
+        apex_backend::AppState::start(config, false)
+    };
+    let (a, b, c) = tokio::join!(start(), start(), start());
+    for state in [a, b, c] {
+        let state = state.expect("every instance starts");
+        let alice = state.store.user_by_email(ALICE).await.unwrap().unwrap();
+        assert_eq!(state.store.usage(alice.id).await.unwrap().len(), 199);
+    }
+    services.cleanup().await;
+}
