@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -143,5 +144,29 @@ impl LocalStreams {
                 .collect(),
             truncated_from,
         }
+    }
+}
+
+/// Single-use tickets held in this process: the embedded bus's tickets, and the Redis bus's
+/// while Redis is unreachable.
+#[derive(Default)]
+pub struct LocalTickets(Mutex<HashMap<String, (Uuid, Instant)>>);
+
+impl LocalTickets {
+    pub fn issue(&self, ticket: &str, user_id: Uuid, ttl: Duration) {
+        let mut tickets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        tickets.retain(|_, (_, expires)| *expires > now);
+        tickets.insert(ticket.to_owned(), (user_id, now + ttl));
+    }
+
+    /// The ticket's user, once, if it has not expired.
+    pub fn redeem(&self, ticket: &str) -> Option<Uuid> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ticket)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(user, _)| user)
     }
 }

@@ -1,21 +1,20 @@
 //! The in-process bus of the embedded mode.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::local::LocalStreams;
+use super::local::{LocalStreams, LocalTickets};
 use super::{BusError, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
 /// In-process [`EventBus`]: one stream per user with bounded retention.
 pub struct MemBus {
     streams: LocalStreams,
-    tickets: Mutex<HashMap<String, (Uuid, Instant)>>,
+    tickets: LocalTickets,
 }
 
 impl MemBus {
@@ -23,7 +22,7 @@ impl MemBus {
     pub fn new(retain: usize) -> Self {
         Self {
             streams: LocalStreams::new(retain),
-            tickets: Mutex::default(),
+            tickets: LocalTickets::default(),
         }
     }
 }
@@ -65,18 +64,11 @@ impl EventBus for MemBus {
         user_id: Uuid,
         ttl: Duration,
     ) -> Result<(), BusError> {
-        let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        tickets.retain(|_, (_, expires)| *expires > now);
-        tickets.insert(ticket.to_owned(), (user_id, now + ttl));
+        self.tickets.issue(ticket, user_id, ttl);
         Ok(())
     }
 
     async fn redeem_ticket(&self, ticket: &str) -> Result<Option<Uuid>, BusError> {
-        let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(tickets
-            .remove(ticket)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(user, _)| user))
+        Ok(self.tickets.redeem(ticket))
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::local::LocalStreams;
+use super::local::{LocalStreams, LocalTickets};
 use super::{BusError, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
@@ -80,7 +80,7 @@ struct Shared {
     degradations: AtomicU64,
     /// Events numbered locally while degraded, to write back on recovery.
     pending: Mutex<HashMap<Uuid, Vec<Arc<Event>>>>,
-    tickets: Mutex<HashMap<String, (Uuid, Instant)>>,
+    tickets: LocalTickets,
     append: redis::Script,
     sync: redis::Script,
     stop: CancellationToken,
@@ -352,7 +352,7 @@ impl RedisBus {
             degraded: AtomicBool::new(false),
             degradations: AtomicU64::new(0),
             pending: Mutex::default(),
-            tickets: Mutex::default(),
+            tickets: LocalTickets::default(),
             append: redis::Script::new(APPEND),
             sync: redis::Script::new(SYNC),
             stop: CancellationToken::new(),
@@ -525,21 +525,13 @@ impl EventBus for RedisBus {
             }
         }
         // Degraded: the ticket works on this instance only.
-        let mut tickets = shared.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        tickets.retain(|_, (_, expires)| *expires > Instant::now());
-        tickets.insert(ticket.to_owned(), (user_id, Instant::now() + ttl));
+        shared.tickets.issue(ticket, user_id, ttl);
         Ok(())
     }
 
     async fn redeem_ticket(&self, ticket: &str) -> Result<Option<Uuid>, BusError> {
         let shared = &self.0;
-        let local = shared
-            .tickets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(ticket)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(user, _)| user);
+        let local = shared.tickets.redeem(ticket);
         if local.is_some() {
             return Ok(local);
         }

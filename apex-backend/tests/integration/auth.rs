@@ -159,15 +159,7 @@ async fn handshakes_without_or_with_bad_tokens_are_refused_before_the_upgrade() 
         (401, Some("INVALID_TICKET"))
     );
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     assert!(!metrics.contains("code=\"1011\""), "{metrics}");
 }
 

@@ -25,15 +25,7 @@ async fn health_ready_and_metrics_report_the_service() {
         )
         .await;
     drop(client);
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     for line in [
         "apex_runs_total{outcome=\"completed\"} 1",
         "apex_events_sent_total 11",

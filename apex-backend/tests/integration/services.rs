@@ -330,15 +330,7 @@ async fn redis_answering_in_seven_and_a_half_seconds_degrades_and_recovers() {
     );
     let status = ready(&server).await;
     assert_eq!(status["status"], "degraded", "{status}");
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     assert!(metrics.contains("apex_bus_degraded 1"), "{metrics}");
     assert!(
         metrics.contains("apex_bus_degradations_total 1"),
