@@ -8,6 +8,7 @@ mod contracts;
 mod delivery;
 mod golden_path;
 mod isolation;
+mod isolation_props;
 mod operations;
 mod proxy;
 mod services;

@@ -401,12 +401,19 @@ pub fn assert_complete_run(events: &[Value]) {
     );
 }
 
-/// The user's truth from `fixtures/expected/<name>.yaml`.
+/// The user's truth: `fixtures/expected/<stem of the user's usage file>.yaml`.
 pub fn expected(email: &str) -> Value {
-    let name = email.split('@').next().unwrap();
-    let text =
-        std::fs::read_to_string(fixtures_dir().join(format!("expected/{name}.yaml"))).unwrap();
-    serde_saphyr::from_str(&text).unwrap()
+    let read = |path: &str| std::fs::read_to_string(fixtures_dir().join(path)).unwrap();
+    let users: Value = serde_saphyr::from_str(&read("users.yaml")).unwrap();
+    let user = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == email)
+        .unwrap_or_else(|| panic!("{email} is not in fixtures/users.yaml"));
+    let usage = std::path::Path::new(user["usage"].as_str().unwrap());
+    let stem = usage.file_stem().unwrap().to_str().unwrap();
+    serde_saphyr::from_str(&read(&format!("expected/{stem}.yaml"))).unwrap()
 }
 
 /// Asserts that a run's `payload.result` equals the fixture truth (USD within 0.0001).
