@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::runner::{RunReport, ScenarioReport};
+use crate::threshold::Verdict;
 
 /// Version of the JSON report's shape.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
@@ -76,9 +77,7 @@ pub fn summary(report: &RunReport) -> String {
             }
         }
         for verdict in &scenario.verdicts {
-            let observed = verdict
-                .observed
-                .map_or("no data".to_owned(), |v| format!("{v:.4}"));
+            let observed = observed_text(verdict);
             let mark = if verdict.passed { "ok  " } else { "FAIL" };
             let _ = writeln!(
                 out,
@@ -262,8 +261,9 @@ pub fn junit(report: &RunReport) -> String {
         for verdict in scenario.verdicts.iter().filter(|v| !v.passed) {
             let _ = writeln!(
                 body,
-                "threshold breached: {} (observed {:?})",
-                verdict.threshold, verdict.observed
+                "threshold breached: {} (observed {})",
+                verdict.threshold,
+                observed_text(verdict)
             );
         }
         for journey in scenario.failed.iter().take(5) {
@@ -291,6 +291,14 @@ pub fn junit(report: &RunReport) -> String {
     out
 }
 
+/// A verdict's observed value for people: four decimals, or `no data` when the metric had no
+/// samples (a threshold on a metric without samples is breached).
+fn observed_text(verdict: &Verdict) -> String {
+    verdict
+        .observed
+        .map_or("no data".to_owned(), |v| format!("{v:.4}"))
+}
+
 /// Markdown for a CI step summary or a pull-request comment.
 pub fn markdown(report: &RunReport) -> String {
     let mut out = String::from(
@@ -315,8 +323,9 @@ pub fn markdown(report: &RunReport) -> String {
         for v in s.verdicts.iter().filter(|v| !v.passed) {
             let _ = writeln!(
                 out,
-                "- threshold `{}` breached (observed {:?})",
-                v.threshold, v.observed
+                "- threshold `{}` breached (observed {})",
+                v.threshold,
+                observed_text(v)
             );
         }
         if let Some(journey) = s.failed.first() {

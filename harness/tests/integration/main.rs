@@ -6,6 +6,7 @@ mod invariants;
 mod journey;
 mod run;
 mod scenarios;
+mod snapshots;
 mod tls;
 
 use std::path::PathBuf;
