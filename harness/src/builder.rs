@@ -54,6 +54,7 @@ impl Harness {
                 thresholds: Vec::new(),
                 fixtures_dir,
                 progress: false,
+                baseline: None,
             },
         }
     }

@@ -21,6 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios and give a verdict (exit code, summary, reports).
     Run(Box<RunArgs>),
+    /// Compare two JSON reports: per-metric deltas with 95 % confidence intervals and the
+    /// cost/quality/latency/throughput trade-offs. Exit 5 on a regression beyond tolerance.
+    Compare(CompareArgs),
+    /// Run the same scenarios against a baseline and a candidate target, interleaved, and
+    /// recommend a rollback (exit 6) when a rollback rule fires for the candidate.
+    Canary(Box<CanaryArgs>),
     /// Check scenario files without running them (no network). Exit 2 on any error.
     Validate {
         /// Scenario files or folders (searched for *.yaml / *.yml).
@@ -37,15 +43,68 @@ pub enum Command {
     },
 }
 
-/// Options of `run`.
+/// Tolerances of a comparison.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ToleranceArgs {
+    /// Relative change (percent) of latency, throughput and cost that counts as a regression
+    /// or an improvement (when the confidence intervals also separate).
+    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    pub tolerance: f64,
+    /// Change of quality (pass rates) in percentage points that counts.
+    #[arg(long, default_value_t = 1.0, value_name = "POINTS")]
+    pub quality_tolerance: f64,
+}
+
+impl ToleranceArgs {
+    fn tolerance(&self) -> crate::compare::Tolerance {
+        crate::compare::Tolerance {
+            relative: self.tolerance / 100.0,
+            quality_points: self.quality_tolerance / 100.0,
+        }
+    }
+}
+
+/// Options of `compare`.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct CompareArgs {
+    /// The baseline JSON report (`run --json`).
+    pub base: PathBuf,
+    /// The new JSON report.
+    pub new: PathBuf,
+    #[command(flatten)]
+    pub tolerance: ToleranceArgs,
+    /// Also write the comparison as Markdown here (for a pull-request comment).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+/// Options of `canary`.
+#[derive(Debug, clap::Args)]
+pub struct CanaryArgs {
     /// Scenario files or folders.
     #[arg(default_value = "scenarios")]
     pub paths: Vec<PathBuf>,
-    /// `bundled` (the reference backend in-process) or a URL (`http://host:port`).
-    #[arg(long, default_value = "bundled")]
-    pub target: String,
+    /// The deployment in service: a URL, or `bundled`.
+    #[arg(long)]
+    pub baseline: String,
+    /// The deployment to judge: a URL, or `bundled`.
+    #[arg(long)]
+    pub candidate: String,
+    /// Rounds; each runs every scenario against both targets, alternating which goes first.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    #[command(flatten)]
+    pub tolerance: ToleranceArgs,
+    #[command(flatten)]
+    pub select: Selection,
+    /// Write the canary report as Markdown here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+/// Which scenarios, and how to run them (shared by `run` and `canary`).
+#[derive(Debug, clap::Args)]
+pub struct Selection {
     /// Protocol profile for every scenario: `apex` or `netra`.
     #[arg(long)]
     pub profile: Option<String>,
@@ -64,6 +123,31 @@ pub struct RunArgs {
     /// An extra threshold, `metric: expression` (repeatable).
     #[arg(long = "threshold")]
     pub thresholds: Vec<String>,
+    /// Also trust the CA certificates in this PEM file for https:// / wss:// targets.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Fixtures folder (users, expected truths).
+    #[arg(long, default_value = "fixtures")]
+    pub fixtures: PathBuf,
+}
+
+/// Options of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files or folders.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    /// `bundled` (the reference backend in-process) or a URL (`http://host:port`).
+    #[arg(long, default_value = "bundled")]
+    pub target: String,
+    #[command(flatten)]
+    pub select: Selection,
+    /// Compare the run with this JSON report (`run --json` of an earlier run): print the
+    /// deltas, exit 5 on a regression beyond tolerance, and resolve `baseline * F` thresholds.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    #[command(flatten)]
+    pub tolerance: ToleranceArgs,
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -73,12 +157,6 @@ pub struct RunArgs {
     /// Write a Markdown report here (for CI step summaries).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
-    /// Also trust the CA certificates in this PEM file for https:// / wss:// targets.
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// Fixtures folder (users, expected truths).
-    #[arg(long, default_value = "fixtures")]
-    pub fixtures: PathBuf,
 }
 
 /// Loads every scenario under `paths`, printing diagnostics; `None` if any failed.
@@ -110,15 +188,22 @@ fn load_all(paths: &[PathBuf], err: &mut impl Write) -> Option<Vec<ScenarioFile>
     (!failed).then_some(loaded)
 }
 
-fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
-    let Some(scenarios) = load_all(&args.paths, err) else {
-        return exit_codes::USAGE;
-    };
+/// What `run` and `canary` share once the arguments are checked.
+struct Prepared {
+    scenarios: Vec<ScenarioFile>,
+    options: crate::runner::RunOptions,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Loads and filters the scenarios, checks profile and thresholds, builds the runtime.
+fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Result<Prepared, u8> {
+    let scenarios = load_all(paths, err).ok_or(exit_codes::USAGE)?;
     let selected: Vec<_> = scenarios
         .into_iter()
-        .filter(|f| args.tag.is_empty() || f.scenario.tags.iter().any(|t| args.tag.contains(t)))
+        .filter(|f| select.tag.is_empty() || f.scenario.tags.iter().any(|t| select.tag.contains(t)))
         .filter(|f| {
-            args.scenario
+            select
+                .scenario
                 .as_ref()
                 .is_none_or(|n| f.scenario.name.contains(n.as_str()))
         })
@@ -128,9 +213,9 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
             err,
             "error: no scenario matches the --tag / --scenario filters"
         );
-        return exit_codes::USAGE;
+        return Err(exit_codes::USAGE);
     }
-    let profile = match args
+    let profile = match select
         .profile
         .as_deref()
         .map(|p| (p, crate::profile::Profile::by_name(p)))
@@ -139,11 +224,11 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Some((_, Some(profile))) => Some(profile),
         Some((name, None)) => {
             let _ = writeln!(err, "error: unknown profile `{name}` (use apex or netra)");
-            return exit_codes::USAGE;
+            return Err(exit_codes::USAGE);
         }
     };
     let mut thresholds = Vec::new();
-    for spec in &args.thresholds {
+    for spec in &select.thresholds {
         match crate::threshold::parse_spec(spec) {
             Ok(t) => thresholds.push(t),
             Err(e) => {
@@ -152,60 +237,104 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
                     "error: --threshold '{spec}': {e} (column {})\n  hint: {}",
                     e.column, e.hint
                 );
-                return exit_codes::USAGE;
+                return Err(exit_codes::USAGE);
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+        .map_err(|e| {
             let _ = writeln!(err, "error: cannot start the async runtime: {e}");
-            return exit_codes::INFRASTRUCTURE;
-        }
+            exit_codes::INFRASTRUCTURE
+        })?;
+    let options = crate::runner::RunOptions {
+        target: crate::client::Target {
+            authority: String::new(),
+            tls: None,
+        },
+        profile,
+        vus: select.vus,
+        iterations: select.iterations,
+        thresholds,
+        fixtures_dir: select.fixtures.clone(),
+        progress: true,
+        baseline: None,
     };
+    Ok(Prepared {
+        scenarios: selected,
+        options,
+        runtime,
+    })
+}
+
+/// `bundled` (started here; keep the returned guard alive) or a URL.
+async fn resolve_target(
+    spec: &str,
+    select: &Selection,
+    err: &mut impl Write,
+) -> Result<(crate::client::Target, Option<crate::bundled::Bundled>), u8> {
+    if spec == "bundled" {
+        return match crate::bundled::start(&select.fixtures).await {
+            Ok(bundled) => {
+                let _ = writeln!(
+                    err,
+                    "target: bundled apex-backend on {} (services: {})",
+                    bundled.target.authority, bundled.mode
+                );
+                Ok((bundled.target.clone(), Some(bundled)))
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: the bundled backend could not start: {e}");
+                Err(exit_codes::INFRASTRUCTURE)
+            }
+        };
+    }
+    let parsed = crate::client::Target::parse(spec).and_then(|target| match &select.ca_cert {
+        Some(pem) => target.trust_ca(pem),
+        None => Ok(target),
+    });
+    parsed.map(|t| (t, None)).map_err(|e| {
+        let _ = writeln!(err, "error: target `{spec}`: {e}");
+        exit_codes::USAGE
+    })
+}
+
+fn write_file(path: &Option<PathBuf>, content: &str, err: &mut impl Write) {
+    if let Some(path) = path
+        && let Err(e) = std::fs::write(path, content)
+    {
+        let _ = writeln!(err, "error: cannot write {}: {e}", path.display());
+    }
+}
+
+fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let baseline = match &args.baseline {
+        None => None,
+        Some(path) => match crate::compare::Baseline::load(path) {
+            Ok(b) => Some(std::sync::Arc::new(b)),
+            Err(e) => {
+                let _ = writeln!(err, "error: --baseline {e}");
+                return exit_codes::USAGE;
+            }
+        },
+    };
+    let Prepared {
+        scenarios,
+        mut options,
+        runtime,
+    } = match prepare(&args.paths, &args.select, err) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    options.baseline = baseline.clone();
     runtime.block_on(async {
-        let (target, _bundled) = if args.target == "bundled" {
-            match crate::bundled::start(&args.fixtures).await {
-                Ok(bundled) => {
-                    let _ = writeln!(
-                        err,
-                        "target: bundled apex-backend on {} (services: {})",
-                        bundled.target.authority, bundled.mode
-                    );
-                    (bundled.target.clone(), Some(bundled))
-                }
-                Err(e) => {
-                    let _ = writeln!(err, "error: the bundled backend could not start: {e}");
-                    return exit_codes::INFRASTRUCTURE;
-                }
-            }
-        } else {
-            let parsed =
-                crate::client::Target::parse(&args.target).and_then(|target| match &args.ca_cert {
-                    Some(pem) => target.trust_ca(pem),
-                    None => Ok(target),
-                });
-            match parsed {
-                Ok(target) => (target, None),
-                Err(e) => {
-                    let _ = writeln!(err, "error: --target: {e}");
-                    return exit_codes::USAGE;
-                }
-            }
+        let (target, _bundled) = match resolve_target(&args.target, &args.select, err).await {
+            Ok(t) => t,
+            Err(code) => return code,
         };
-        let options = crate::runner::RunOptions {
-            target: target.clone(),
-            profile,
-            vus: args.vus,
-            iterations: args.iterations,
-            thresholds,
-            fixtures_dir: args.fixtures.clone(),
-            progress: true,
-        };
-        let report = crate::runner::run(&selected, &options).await;
+        options.target = target.clone();
+        let report = crate::runner::run(&scenarios, &options).await;
         let _ = write!(out, "{}", report.redact(&crate::report::summary(&report)));
         let reports = [
             (
@@ -216,15 +345,91 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
             (&args.markdown, crate::report::markdown(&report)),
         ];
         for (path, content) in reports {
-            if let Some(path) = path
-                && let Err(e) = std::fs::write(path, report.redact(&content))
-            {
-                let _ = writeln!(err, "error: cannot write {}: {e}", path.display());
+            write_file(path, &report.redact(&content), err);
+        }
+        let mut code = report.exit_code();
+        if let Some(baseline) = &baseline {
+            let comparison = crate::compare::compare(
+                &baseline.totals,
+                &crate::compare::RunSummary::from_report(&report),
+                args.tolerance.tolerance(),
+            );
+            let _ = write!(
+                out,
+                "\nagainst the baseline:\n{}",
+                crate::compare::text(&comparison)
+            );
+            if comparison.regressed() && code == exit_codes::PASS {
+                code = exit_codes::REGRESSION;
             }
         }
-        let code = report.exit_code();
         let _ = writeln!(out, "exit {code}");
         code
+    })
+}
+
+fn compare(args: &CompareArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let (base, new) = match (
+        crate::compare::Baseline::load(&args.base),
+        crate::compare::Baseline::load(&args.new),
+    ) {
+        (Ok(base), Ok(new)) => (base, new),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = writeln!(err, "error: {e}");
+            return exit_codes::USAGE;
+        }
+    };
+    let comparison = crate::compare::compare(&base.totals, &new.totals, args.tolerance.tolerance());
+    let _ = write!(out, "{}", crate::compare::text(&comparison));
+    write_file(&args.markdown, &crate::compare::markdown(&comparison), err);
+    if comparison.regressed() {
+        exit_codes::REGRESSION
+    } else {
+        exit_codes::PASS
+    }
+}
+
+fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let Prepared {
+        scenarios,
+        options,
+        runtime,
+    } = match prepare(&args.paths, &args.select, err) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let (baseline, _b) = match resolve_target(&args.baseline, &args.select, err).await {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        let (candidate, _c) = match resolve_target(&args.candidate, &args.select, err).await {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        let report = crate::canary::run(
+            &scenarios,
+            &options,
+            &baseline,
+            &candidate,
+            args.rounds,
+            args.tolerance.tolerance(),
+        )
+        .await;
+        let _ = write!(out, "{}", crate::canary::text(&report));
+        write_file(&args.markdown, &crate::canary::markdown(&report), err);
+        if report.baseline_unusable {
+            let _ = writeln!(
+                err,
+                "error: no journey completed against the baseline target: nothing to compare with"
+            );
+            return exit_codes::INFRASTRUCTURE;
+        }
+        if report.rollback() {
+            exit_codes::ROLLBACK
+        } else {
+            exit_codes::PASS
+        }
     })
 }
 
@@ -232,6 +437,8 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
 pub fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
     match cli.command {
         Command::Run(args) => run(*args, out, err),
+        Command::Compare(args) => compare(&args, out, err),
+        Command::Canary(args) => canary(*args, out, err),
         Command::Validate { paths } => match load_all(&paths, err) {
             Some(scenarios) => {
                 for file in &scenarios {

@@ -407,6 +407,7 @@ impl Connection {
                 })?;
             match message {
                 Some(Ok(Message::Text(text))) => {
+                    self.transcript.bytes_received += text.len() as u64;
                     let value: Value =
                         serde_json::from_str(&text).unwrap_or(Value::String(text.to_string()));
                     self.transcript.push(self.started.elapsed(), value.clone());

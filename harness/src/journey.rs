@@ -133,6 +133,27 @@ impl JourneyOutcome {
         for failure in &self.failures {
             metrics.count(&format!("failures:{}", failure.class), 1);
         }
+        let bytes: u64 = self.transcripts.iter().map(|t| t.bytes_received).sum();
+        metrics.count("bytes_received", bytes);
+        if let Some(answer) = &self.answer {
+            // Quality: the answer's substance passed its content checks.
+            let wrong = self
+                .failures
+                .iter()
+                .any(|f| f.class == FailureClass::ContentMismatch);
+            metrics.rate("content_pass_rate", !wrong);
+            // Cost as the backend reports it (`payload.usage`, protocol §4.3).
+            let usage = &answer["usage"];
+            if let Some(ms) = usage["compute_ms"].as_f64().filter(|ms| *ms >= 0.0) {
+                metrics.record(
+                    "backend_compute_duration",
+                    Duration::from_secs_f64(ms / 1000.0),
+                );
+            }
+            if let Some(tokens) = usage["llm_tokens"].as_u64() {
+                metrics.count("llm_tokens", tokens);
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! - [`builder`]: the runner from Rust tests (`Harness::bundled().scenario(..).run()`).
 //! - [`bundled`]: `--target bundled`, the reference backend in-process.
-//! - [`cli`]: the command line (`validate`, `list`) as clap types turned into library calls;
+//! - [`cli`]: the command line (`run`, `compare`, `canary`, `validate`, `list`) as clap types turned into library calls;
 //!   [`exit_codes`] names every exit code in one place.
 //! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
 //!   ticket, load-balancer-preserved header, none), frames recorded into a transcript,
@@ -26,16 +26,20 @@
 //! - [`report`]: the end-of-run summary and the versioned JSON report.
 //! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
 //!   workers.
-//! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`), their parse errors
-//!   with columns, the stability protocol's defaults, and their evaluation.
-//!
-//! Still to come (see the harness issue): executing scenario steps under load (`run`), TLS
-//! targets and reports.
+//! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`, or relative to a
+//!   baseline report: `p(95) < baseline * 1.10`), their parse errors with columns, the
+//!   stability protocol's defaults, and their evaluation.
+//! - [`compare`]: two runs compared metric by metric with confidence intervals, and the
+//!   quadrilemma detector (`compare`, `run --baseline`).
+//! - [`canary`]: the same scenarios against a baseline and a candidate target, interleaved,
+//!   and the stability protocol's rollback rules (`canary`).
 
 pub mod builder;
 pub mod bundled;
+pub mod canary;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod exit_codes;
 pub mod journey;
 pub mod metrics;

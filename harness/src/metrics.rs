@@ -60,6 +60,53 @@ impl Trend {
     pub fn max_ms(&self) -> f64 {
         self.histogram.max() as f64 / 1000.0
     }
+
+    pub fn stdev_ms(&self) -> f64 {
+        self.histogram.stdev() / 1000.0
+    }
+
+    /// The recorded values as `(microseconds, count)` buckets, for the JSON report: enough to
+    /// rebuild the distribution (to HDR precision) for comparisons.
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.histogram
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// A trend rebuilt from [`Trend::buckets`].
+    pub fn from_buckets(buckets: &[(u64, u64)]) -> Self {
+        let mut trend = Self::default();
+        for &(micros, count) in buckets {
+            trend
+                .histogram
+                .saturating_record_n(micros.clamp(1, MAX_MICROS), count);
+        }
+        trend
+    }
+
+    /// A distribution-free confidence interval (normal approximation of the binomial ranks,
+    /// `z` = 1.96 for 95 %) for the `p`-th percentile, in milliseconds.
+    pub fn percentile_ci_ms(&self, p: f64, z: f64) -> (f64, f64) {
+        let n = self.count() as f64;
+        if n == 0.0 {
+            return (0.0, 0.0);
+        }
+        let q = (p / 100.0).clamp(0.0, 1.0);
+        let spread = z * (n * q * (1.0 - q)).sqrt();
+        let at = |rank: f64| {
+            let quantile = (rank / n).clamp(0.0, 1.0);
+            self.histogram.value_at_quantile(quantile) as f64 / 1000.0
+        };
+        (at((n * q - spread).floor()), at((n * q + spread).ceil()))
+    }
+}
+
+/// CPU time this process has used so far (Linux: `/proc/self/schedstat`); `None` elsewhere.
+pub fn process_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 /// Passes out of attempts (`chat_completion_rate`, `error_rate`).

@@ -153,7 +153,7 @@ fn metrics_json(metrics: &Metrics) -> (Value, Value, Value) {
             (name.clone(), json!({
                 "count": t.count(), "p50_ms": t.percentile_ms(50.0), "p90_ms": t.percentile_ms(90.0),
                 "p95_ms": t.percentile_ms(95.0), "p99_ms": t.percentile_ms(99.0), "max_ms": t.max_ms(),
-                "mean_ms": t.mean_ms(),
+                "mean_ms": t.mean_ms(), "histogram_us": t.buckets(),
             }))
         })
         .collect();
@@ -193,7 +193,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                 "rates": rates,
                 "counters": counters,
                 "thresholds": s.verdicts.iter().map(|v| json!({
-                    "threshold": v.threshold.to_string(), "observed": v.observed, "passed": v.passed,
+                    "threshold": v.threshold.to_string(), "observed": v.observed, "bound": v.bound, "passed": v.passed,
                 })).collect::<Vec<_>>(),
                 "failed": s.failed.iter().map(|j| json!({
                     "user": j.email,
@@ -211,6 +211,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
         "exit_code": report.exit_code(),
         "totals": {
             "journeys": report.scenarios.iter().map(|s| s.journeys).sum::<u64>(),
+            "duration_s": report.scenarios.iter().map(|s| s.duration.as_secs_f64()).sum::<f64>(),
             "failed_journeys": report.scenarios.iter().map(|s| s.failed.len()).sum::<usize>(),
             "trends": trends,
             "rates": rates,
@@ -294,9 +295,14 @@ pub fn junit(report: &RunReport) -> String {
 /// A verdict's observed value for people: four decimals, or `no data` when the metric had no
 /// samples (a threshold on a metric without samples is breached).
 fn observed_text(verdict: &Verdict) -> String {
-    verdict
+    let observed = verdict
         .observed
-        .map_or("no data".to_owned(), |v| format!("{v:.4}"))
+        .map_or("no data".to_owned(), |v| format!("{v:.4}"));
+    match (verdict.threshold.bound, verdict.bound) {
+        (crate::threshold::Bound::Value(_), _) => observed,
+        (_, Some(bound)) => format!("{observed}, bound {bound:.4} from the baseline"),
+        (_, None) => format!("{observed}, no baseline value: pass --baseline"),
+    }
 }
 
 /// Markdown for a CI step summary or a pull-request comment.

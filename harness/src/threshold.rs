@@ -105,13 +105,33 @@ impl Comparison {
     }
 }
 
+/// The right-hand side of a threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// A plain number: milliseconds for latencies, 0..1 for rates.
+    Value(f64),
+    /// `baseline * F`: the same metric and aggregate in the baseline report (`--baseline`),
+    /// times F.
+    Baseline(f64),
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Value(v) => write!(f, "{v}"),
+            Self::Baseline(factor) if *factor == 1.0 => f.write_str("baseline"),
+            Self::Baseline(factor) => write!(f, "baseline * {factor}"),
+        }
+    }
+}
+
 /// One threshold on one metric.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     pub metric: String,
     pub aggregate: Aggregate,
     pub comparison: Comparison,
-    pub bound: f64,
+    pub bound: Bound,
 }
 
 impl fmt::Display for Threshold {
@@ -250,13 +270,31 @@ pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError
     }
     let bound_at = op_at + op_len;
     let bound_text = text[bound_at..].trim();
-    let bound: f64 = bound_text.parse().map_err(|_| {
+    let bound_column =
+        bound_at + 1 + (text[bound_at..].len() - text[bound_at..].trim_start().len());
+    let not_a_bound = || {
         error(
-            bound_at + 1 + (text[bound_at..].len() - text[bound_at..].trim_start().len()),
-            format!("`{bound_text}` is not a number"),
-            "the bound is a plain number: milliseconds for latencies, 0..1 for rates",
+            bound_column,
+            format!("`{bound_text}` is not a number or `baseline * F`"),
+            "the bound is a plain number (milliseconds for latencies, 0..1 for rates) or \
+             relative to the --baseline report, e.g. `baseline * 1.10`",
         )
-    })?;
+    };
+    let bound = match bound_text.strip_prefix("baseline") {
+        Some("") => Bound::Baseline(1.0),
+        Some(rest) => {
+            let factor = rest.trim().strip_prefix('*').ok_or_else(not_a_bound)?;
+            Bound::Baseline(
+                factor
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|f: &f64| f.is_finite() && *f >= 0.0)
+                    .ok_or_else(not_a_bound)?,
+            )
+        }
+        None => Bound::Value(bound_text.parse().map_err(|_| not_a_bound())?),
+    };
     Ok(Threshold {
         metric: metric.to_owned(),
         aggregate,
@@ -285,6 +323,9 @@ pub struct Verdict {
     pub threshold: Threshold,
     /// `None` when the metric has no data (which fails the threshold).
     pub observed: Option<f64>,
+    /// The bound compared against: the number, or `baseline * F` resolved; `None` when a
+    /// relative threshold has no baseline value (which fails the threshold).
+    pub bound: Option<f64>,
     pub passed: bool,
 }
 
@@ -299,10 +340,9 @@ fn trend_value(trend: &Trend, aggregate: Aggregate) -> f64 {
     }
 }
 
-/// Evaluates a threshold against a run's metrics.
-pub fn evaluate(threshold: &Threshold, metrics: &Metrics) -> Verdict {
-    let name = threshold.metric.as_str();
-    let observed = match threshold.aggregate {
+/// The value of `metric` under `aggregate`, `None` without data.
+pub fn observe(metrics: &Metrics, name: &str, aggregate: Aggregate) -> Option<f64> {
+    match aggregate {
         Aggregate::Rate => metrics.rates.get(name).and_then(|r| r.value()),
         Aggregate::Count => metrics
             .counters
@@ -314,11 +354,23 @@ pub fn evaluate(threshold: &Threshold, metrics: &Metrics) -> Verdict {
             .get(name)
             .filter(|t| t.count() > 0)
             .map(|t| trend_value(t, other)),
+    }
+}
+
+/// Evaluates a threshold against a run's metrics; `baseline` resolves `baseline * F` bounds.
+pub fn evaluate(threshold: &Threshold, metrics: &Metrics, baseline: Option<&Metrics>) -> Verdict {
+    let observed = observe(metrics, &threshold.metric, threshold.aggregate);
+    let bound = match threshold.bound {
+        Bound::Value(v) => Some(v),
+        Bound::Baseline(factor) => baseline
+            .and_then(|b| observe(b, &threshold.metric, threshold.aggregate))
+            .map(|v| v * factor),
     };
     Verdict {
         threshold: threshold.clone(),
         observed,
-        passed: observed.is_some_and(|v| threshold.comparison.holds(v, threshold.bound)),
+        bound,
+        passed: matches!((observed, bound), (Some(o), Some(b)) if threshold.comparison.holds(o, b)),
     }
 }
 
@@ -333,7 +385,7 @@ mod tests {
         let t = parse_spec("journey_duration: p(99.9) <= 2500").unwrap();
         assert_eq!(t.aggregate, Aggregate::Percentile(99.9));
         assert_eq!(t.comparison, Comparison::Le);
-        assert_eq!(t.bound, 2500.0);
+        assert_eq!(t.bound, Bound::Value(2500.0));
         assert_eq!(t.to_string(), "journey_duration: p(99.9) <= 2500");
         assert_eq!(
             parse("error_rate", "rate<0.05").unwrap().comparison,
@@ -372,7 +424,11 @@ mod tests {
             healthy.rate("ws_connect_success_rate", true);
             healthy.rate("error_rate", false);
         }
-        assert!(defaults().iter().all(|t| evaluate(t, &healthy).passed));
+        assert!(
+            defaults()
+                .iter()
+                .all(|t| evaluate(t, &healthy, None).passed)
+        );
 
         let mut slow = healthy.clone();
         for _ in 0..5 {
@@ -380,7 +436,7 @@ mod tests {
         }
         let breached: Vec<String> = defaults()
             .iter()
-            .map(|t| evaluate(t, &slow))
+            .map(|t| evaluate(t, &slow, None))
             .filter(|v| !v.passed)
             .map(|v| v.threshold.metric)
             .collect();
@@ -390,14 +446,45 @@ mod tests {
         for _ in 0..10 {
             failing.rate("chat_completion_rate", false);
         }
-        let verdict = evaluate(&defaults()[0], &failing);
+        let verdict = evaluate(&defaults()[0], &failing, None);
         assert!(!verdict.passed);
         assert!((verdict.observed.unwrap() - 100.0 / 110.0).abs() < 1e-9);
     }
 
     #[test]
     fn a_metric_without_data_fails_its_threshold() {
-        let verdict = evaluate(&defaults()[3], &Metrics::default());
+        let verdict = evaluate(&defaults()[3], &Metrics::default(), None);
         assert_eq!((verdict.observed, verdict.passed), (None, false));
+    }
+
+    #[test]
+    fn relative_bounds_resolve_against_the_baseline_and_fail_without_one() {
+        let t = parse_spec("journey_duration: p(95) < baseline * 1.10").unwrap();
+        assert_eq!(t.bound, Bound::Baseline(1.1));
+        assert_eq!(t.to_string(), "journey_duration: p(95) < baseline * 1.1");
+        assert_eq!(
+            parse("error_rate", "rate <= baseline").unwrap().bound,
+            Bound::Baseline(1.0)
+        );
+        assert_eq!(
+            parse_spec("journey_duration: p(95) < baseline / 2")
+                .unwrap_err()
+                .column,
+            27
+        );
+        let run = |ms: u64| {
+            let mut m = Metrics::default();
+            for _ in 0..50 {
+                m.record("journey_duration", Duration::from_millis(ms));
+            }
+            m
+        };
+        let base = run(100);
+        let ok = evaluate(&t, &run(105), Some(&base));
+        assert!(ok.passed, "{ok:?}");
+        assert!((ok.bound.unwrap() - 110.0).abs() < 0.2, "{ok:?}");
+        assert!(!evaluate(&t, &run(115), Some(&base)).passed);
+        let alone = evaluate(&t, &run(100), None);
+        assert_eq!((alone.bound, alone.passed), (None, false));
     }
 }

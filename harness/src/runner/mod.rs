@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub fixtures_dir: PathBuf,
     /// Draw a live progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The report `baseline * F` thresholds are relative to (`run --baseline`).
+    pub baseline: Option<Arc<crate::compare::Baseline>>,
 }
 
 /// A failed journey, kept for the diagnosis.
@@ -237,6 +239,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     let ramp = scenario.load.ramp_up.unwrap_or_default();
     let http = options.target.http_client();
     let started = Instant::now();
+    let cpu_before = crate::metrics::process_cpu_time();
     let scenario_tag = {
         let mut hash = 0u32;
         for b in file.path.to_string_lossy().bytes() {
@@ -360,6 +363,14 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             });
         }
     }
+    // Cost on the client side: this process's CPU (with `--target bundled` that includes the
+    // backend, which runs in-process).
+    if let (Some(before), Some(after)) = (cpu_before, crate::metrics::process_cpu_time()) {
+        metrics.count(
+            "process_cpu_us",
+            after.saturating_sub(before).as_micros() as u64,
+        );
+    }
     let mut thresholds = if file.thresholds.is_empty() {
         threshold::defaults()
     } else {
@@ -368,7 +379,13 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     thresholds.extend(options.thresholds.iter().cloned());
     let verdicts = thresholds
         .iter()
-        .map(|t| threshold::evaluate(t, &metrics))
+        .map(|t| {
+            let baseline = options
+                .baseline
+                .as_deref()
+                .map(|b| b.metrics_for(&scenario.name));
+            threshold::evaluate(t, &metrics, baseline)
+        })
         .collect();
     ScenarioReport {
         name: scenario.name.clone(),

@@ -90,6 +90,8 @@ pub struct Transcript {
     /// Set when the connection resumed after this `seq`: the first event must follow it
     /// (instead of `connection_established.last_seq`).
     pub resumed_after: Option<u64>,
+    /// Bytes of the text frames received (the payload, not the WebSocket framing).
+    pub bytes_received: u64,
 }
 
 impl Transcript {

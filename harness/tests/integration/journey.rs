@@ -53,7 +53,7 @@ async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
     assert!(check_isolation(&pairs).iter().all(Vec::is_empty));
     assert_eq!(metrics.counters["journeys_completed"], 60);
     for threshold in defaults() {
-        let verdict = evaluate(&threshold, &metrics);
+        let verdict = evaluate(&threshold, &metrics, None);
         assert!(verdict.passed, "{threshold}: {:?}", verdict.observed);
     }
 }

@@ -1,6 +1,7 @@
 //! The harness against the real bundled backend: a healthy backend must pass its checks, and
 //! real failures must come back with the right class.
 
+mod canary;
 mod client;
 mod invariants;
 mod journey;
@@ -16,8 +17,16 @@ use apex_harness::client::Target;
 
 /// Starts the bundled backend on a free port; it stops when the sender is dropped.
 pub async fn start_backend() -> (Target, tokio::sync::oneshot::Sender<()>) {
+    start_backend_with(|_| {}).await
+}
+
+/// [`start_backend`] with a configuration change.
+pub async fn start_backend_with(
+    configure: impl FnOnce(&mut Config),
+) -> (Target, tokio::sync::oneshot::Sender<()>) {
     let mut config = Config::for_tests();
     config.fixtures_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    configure(&mut config);
     let state = AppState::embedded(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -48,7 +48,19 @@ fn normalise(key: &str, value: &mut Value) {
                 .and_then(Value::as_str)
                 .is_some_and(|t| t.contains("_duration"));
             for (k, child) in map.iter_mut() {
-                if latency_verdict && k == "observed" {
+                if k == "histogram_us" {
+                    let samples: u64 = child
+                        .as_array()
+                        .expect("histogram_us is an array")
+                        .iter()
+                        .map(|b| {
+                            let pair = b.as_array().expect("[value_us, count]");
+                            assert!(pair.len() == 2 && pair[0].as_u64().is_some_and(|v| v > 0));
+                            pair[1].as_u64().expect("a count")
+                        })
+                        .sum();
+                    *child = Value::String(format!("[histogram of {samples} samples]"));
+                } else if latency_verdict && k == "observed" {
                     normalise("observed_ms", child);
                 } else {
                     normalise(k, child);
@@ -79,7 +91,11 @@ fn normalise(key: &str, value: &mut Value) {
             };
             *value = Value::String(placeholder.into());
         }
-        Value::Number(n) if key.ends_with("_ms") || key.ends_with("_s") => {
+        Value::Number(n) if key == "bytes_received" => {
+            assert!(n.as_u64().is_some_and(|b| b > 1000), "bytes_received {n}");
+            *value = Value::String("[bytes]".into());
+        }
+        Value::Number(n) if key.ends_with("_ms") || key.ends_with("_us") || key.ends_with("_s") => {
             let v = n.as_f64().unwrap();
             assert!(v.is_finite() && v >= 0.0, "{key} = {v} is not a duration");
             *value = Value::String("[duration]".into());
