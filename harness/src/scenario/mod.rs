@@ -45,6 +45,28 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The source's lines as YAML counts them: a line ends at `\r\n`, `\n` or a lone `\r`
+/// (`str::lines` does not split at a lone `\r`, so a file with classic-Mac line endings would
+/// point past its end; found by fuzzing).
+fn source_lines(source: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut rest = source;
+    while !rest.is_empty() {
+        match rest.find(['\r', '\n']) {
+            Some(at) => {
+                lines.push(&rest[..at]);
+                let width = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[at + width..];
+            }
+            None => {
+                lines.push(rest);
+                break;
+            }
+        }
+    }
+    lines
+}
+
 fn diagnostic(
     path: &Path,
     source: &str,
@@ -59,9 +81,9 @@ fn diagnostic(
         column: column.max(1),
         message,
         hint: hint.to_owned(),
-        source_line: source
-            .lines()
-            .nth(line.saturating_sub(1))
+        source_line: source_lines(source)
+            .get(line.saturating_sub(1))
+            .copied()
             .unwrap_or_default()
             .to_owned(),
     }
@@ -83,6 +105,8 @@ fn hint_for(message: &str) -> &'static str {
         "add the missing key; docs/scenarios.md shows every required key with an example"
     } else if message.contains("duration") || message.contains("unit") {
         "durations are a number and a unit: 500ms, 2s, 1m"
+    } else if message.contains("unexpected") {
+        "check the YAML here: indentation, brackets, quotes and colons"
     } else if message.contains("whole number")
         || message.contains("expected")
         || message.contains("did not match")
@@ -111,24 +135,41 @@ fn bare_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first.split_once(": ") {
-        Some((prefix, rest)) if prefix.starts_with("line ") && prefix.contains(" column ") => {
-            rest.to_owned()
-        }
-        _ => first.to_owned(),
+    let message = match first.split_once(": ") {
+        Some((prefix, rest)) if prefix.starts_with("line ") && prefix.contains(" column ") => rest,
+        _ => first,
+    };
+    // The YAML scanner's own "… at line N, column M" ending repeats the location we show.
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(", column ") => message[..at].to_owned(),
+        _ => message.to_owned(),
     }
 }
 
-/// The column where a scalar's text starts (after an opening quote).
-fn scalar_column(source: &str, line: usize, column: usize) -> usize {
-    let text = source
-        .lines()
-        .nth(line.saturating_sub(1))
+/// Where the `offset`-th character (1-based) of a scalar's value is in the source, given where
+/// the scalar starts: after an opening quote, and across line breaks of a scalar that spans
+/// lines (each break and the next line's indentation fold into one space of the value). The
+/// result is always on a real line, at most one past its end.
+fn scalar_position(source: &str, line: usize, column: usize, offset: usize) -> (usize, usize) {
+    let lines = source_lines(source);
+    let width = |l: usize| lines.get(l - 1).map_or(0, |t| t.chars().count());
+    let text = lines
+        .get(line.saturating_sub(1))
+        .copied()
         .unwrap_or_default();
-    match text.chars().nth(column.saturating_sub(1)) {
+    let mut column = match text.chars().nth(column.saturating_sub(1)) {
         Some('"' | '\'') => column + 1,
         _ => column,
+    };
+    let (mut line, mut remaining) = (line.max(1), offset.saturating_sub(1));
+    while column + remaining > width(line) + 1 && line < lines.len() {
+        // The rest of this line, then one folded space for the break.
+        remaining = remaining.saturating_sub(width(line) + 1 - column + 1);
+        line += 1;
+        let next = lines[line - 1];
+        column = next.len() - next.trim_start().len() + 1;
     }
+    (line, (column + remaining).min(width(line) + 1))
 }
 
 fn location<T>(spanned: &Spanned<T>) -> (usize, usize) {
@@ -210,15 +251,8 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
                 Ok(t) => thresholds.push(t),
                 Err(e) => {
                     let (line, column) = location(expression);
-                    let start = scalar_column(source, line, column);
-                    problems.push(diagnostic(
-                        path,
-                        source,
-                        line,
-                        start + e.column - 1,
-                        e.message,
-                        &e.hint,
-                    ));
+                    let (line, column) = scalar_position(source, line, column, e.column);
+                    problems.push(diagnostic(path, source, line, column, e.message, &e.hint));
                 }
             }
         }
@@ -228,8 +262,8 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
         problems.push(diagnostic(
             path,
             source,
-            source
-                .lines()
+            source_lines(source)
+                .iter()
                 .position(|l| l.starts_with("steps"))
                 .map_or(1, |i| i + 1),
             1,
@@ -238,8 +272,8 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
         ));
     }
     if scenario.load.iterations.is_some() && scenario.load.duration.is_some() {
-        let line = source
-            .lines()
+        let line = source_lines(source)
+            .iter()
             .position(|l| l.trim_start().starts_with("duration"))
             .map_or(1, |i| i + 1);
         problems.push(diagnostic(
