@@ -171,6 +171,26 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "APEX_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// TEST ONLY: break the golden path on purpose, for the harness's self-test
+    /// (docs/failure-modes.md). Refused unless --allow-sabotage is also given.
+    #[arg(long, env = "APEX_SABOTAGE", value_enum, hide = true)]
+    pub sabotage: Option<crate::sabotage::Sabotage>,
+
+    /// TEST ONLY: permit --sabotage. Never set this on a deployment.
+    #[arg(long, env = "APEX_ALLOW_SABOTAGE", hide = true, default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_sabotage: bool,
+
+    /// TEST ONLY: how long `--sabotage delay-event` holds `agent_completed` back.
+    #[arg(
+        long,
+        env = "APEX_SABOTAGE_DELAY_MS",
+        default_value_t = 6000,
+        hide = true
+    )]
+    pub sabotage_delay_ms: u64,
 }
 
 impl Config {

@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod run;
+pub mod sabotage;
 pub mod services;
 pub mod state;
 pub mod store;

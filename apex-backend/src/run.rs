@@ -15,6 +15,7 @@ use crate::agents::optimizer::analyze_costs;
 use crate::agents::report::generate_report;
 use crate::bus::BusError;
 use crate::protocol::{ErrorCode, Event, EventDraft, EventType};
+use crate::sabotage::Sabotage;
 use crate::state::{AppState, RunSlot};
 use crate::store::{MessageRecord, Role, RunRecord, RunStatus, StoreError, UserRecord};
 
@@ -83,6 +84,8 @@ struct RunContext {
     thread_id: Uuid,
     content: String,
     client_message_id: Option<String>,
+    /// Another user's last message (only under `leak-text` sabotage).
+    other: Option<(Uuid, String)>,
 }
 
 /// Accepts a user message: stores it and starts its run in the background.
@@ -129,6 +132,10 @@ pub async fn start(
     if !state.store.begin_run(run, message).await? {
         return Err(RunRefused::new(ErrorCode::ThreadNotFound, "no such thread"));
     }
+    let other = match state.sabotage {
+        Some(Sabotage::LeakText) => state.sabotage_state.exchange(user.id, &content),
+        _ => None,
+    };
     let context = RunContext {
         log: std::sync::Mutex::default(),
         user_id: user.id,
@@ -137,6 +144,7 @@ pub async fn start(
         thread_id,
         content,
         client_message_id,
+        other,
     };
     state.runs.spawn(execute(state.clone(), slot, context));
     Ok(RunStarted { run_id, thread_id })
@@ -292,27 +300,52 @@ async fn step<T>(
     state: &AppState,
     run: &RunContext,
     agent: &str,
-    thought: String,
+    mut thought: String,
     tool: &str,
     parameters: Value,
     work: impl AsyncFnOnce() -> Result<(T, Value), RunFailure>,
 ) -> Result<T, RunFailure> {
+    let sabotage = state.sabotage;
+    if sabotage == Some(Sabotage::LeakText)
+        && agent == REPORT_GENERATOR
+        && let Some((_, text)) = &run.other
+    {
+        thought = format!("{thought} (like the question \"{text}\")");
+    }
+    let thinking = json!({ "thought": thought });
     emit(
         state,
         run,
         EventType::AgentThinking,
         agent,
-        json!({ "thought": thought }),
+        thinking.clone(),
     )
     .await?;
-    emit(
-        state,
-        run,
-        EventType::ToolExecuting,
-        agent,
-        json!({ "tool_name": tool, "parameters": parameters }),
-    )
-    .await?;
+    if sabotage == Some(Sabotage::CrossUser)
+        && agent == REPORT_GENERATOR
+        && let Some(other) = state.run_slots.other_active(run.user_id)
+    {
+        let event = state
+            .bus
+            .append(other, draft(run, EventType::AgentThinking, agent, thinking))
+            .await?;
+        state.bus.fan_out(other, &event).await?;
+    }
+    let executing = json!({ "tool_name": tool, "parameters": parameters });
+    let swap = sabotage == Some(Sabotage::SwapEvents) && agent == DATA_HELPER;
+    if !swap {
+        emit(
+            state,
+            run,
+            EventType::ToolExecuting,
+            agent,
+            executing.clone(),
+        )
+        .await?;
+    }
+    if sabotage == Some(Sabotage::HangAfterToolExecuting) && agent == OPTIMIZER {
+        std::future::pending::<()>().await;
+    }
     let started = Instant::now();
     let (output, summary) = work().await?;
     let payload = json!({
@@ -321,7 +354,12 @@ async fn step<T>(
         "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
         "result": summary,
     });
-    emit(state, run, EventType::ToolCompleted, agent, payload).await?;
+    if !(sabotage == Some(Sabotage::DropEvent) && agent == OPTIMIZER) {
+        emit(state, run, EventType::ToolCompleted, agent, payload).await?;
+    }
+    if swap {
+        emit(state, run, EventType::ToolExecuting, agent, executing).await?;
+    }
     Ok(output)
 }
 
@@ -422,14 +460,28 @@ async fn pipeline(
         role: Role::Assistant,
         content: report.markdown.clone(),
     };
+    let mut shown = result.clone();
+    if state.sabotage == Some(Sabotage::CorruptNumbers) {
+        for key in ["total_monthly_cost_usd", "projected_monthly_savings_usd"] {
+            if let Some(v) = shown[key].as_f64() {
+                shown[key] = json!(v * 1.5);
+            }
+        }
+    }
     let payload = json!({
         "status": "completed",
         "final_response": report.markdown,
-        "result": result,
+        "result": shown,
         "usage": usage,
         "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
     });
     think(state, EventType::AgentCompleted).await;
+    if state.sabotage == Some(Sabotage::DelayEvent) {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            state.config.sabotage_delay_ms,
+        ))
+        .await;
+    }
     let completed = state
         .bus
         .append(

@@ -36,12 +36,25 @@ pub enum StartupError {
     },
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(
+        "--sabotage {0:?} breaks the golden path on purpose and is refused without \
+         --allow-sabotage (test only; see docs/failure-modes.md)"
+    )]
+    SabotageRefused(crate::sabotage::Sabotage),
 }
 
 /// Per-user count of runs in flight, bounded by `max_runs_per_user`.
 #[derive(Debug, Default)]
 pub struct RunSlots {
     active: Mutex<HashMap<Uuid, usize>>,
+}
+
+impl RunSlots {
+    /// A user other than `user` with a run in flight, if any (`cross-user` sabotage).
+    pub fn other_active(&self, user: Uuid) -> Option<Uuid> {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.keys().copied().find(|u| *u != user)
+    }
 }
 
 /// A held run slot; dropping it frees the slot.
@@ -104,6 +117,9 @@ pub struct Inner {
     /// Cancelled when connections must close with 1001.
     pub connections_close: CancellationToken,
     draining: AtomicBool,
+    /// The deliberate breakage in force (test only), and what it remembers.
+    pub sabotage: Option<crate::sabotage::Sabotage>,
+    pub sabotage_state: crate::sabotage::SabotageState,
 }
 
 impl std::ops::Deref for AppState {
@@ -129,7 +145,23 @@ impl AppState {
 
     /// Builds a state over the given services and seeds the fixture users into the store.
     pub async fn with_services(config: Config, services: Services) -> Result<Self, StartupError> {
+        if let Some(mode) = config.sabotage
+            && !config.allow_sabotage
+        {
+            return Err(StartupError::SabotageRefused(mode));
+        }
+        if let Some(mode) = config.sabotage {
+            tracing::warn!(
+                ?mode,
+                "SABOTAGE is on: this backend breaks the golden path on purpose"
+            );
+        }
         let fixtures = Fixtures::load(&config.fixtures_dir)?;
+        let sabotage_state = crate::sabotage::SabotageState::default();
+        *sabotage_state
+            .demo_identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = fixtures.users.first().map(|(u, _)| u.id);
         let store = services.store.clone();
         let bus = services.bus.clone();
         let mode = services.mode;
@@ -194,6 +226,8 @@ impl AppState {
             connections: TaskTracker::new(),
             connections_close: CancellationToken::new(),
             draining: AtomicBool::new(false),
+            sabotage: config.sabotage,
+            sabotage_state,
             config,
         })))
     }

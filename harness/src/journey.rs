@@ -175,6 +175,7 @@ pub async fn run(
             user_id: None,
             email: spec.email.clone(),
             marker: marker.to_owned(),
+            runs: Vec::new(),
         },
         transcripts: Vec::new(),
         failures: Vec::new(),

@@ -21,6 +21,8 @@ use crate::protocol::{
     parse_client_frame,
 };
 
+use crate::protocol::EventType;
+use crate::sabotage::Sabotage;
 use crate::state::AppState;
 use crate::store::UserRecord;
 
@@ -81,6 +83,8 @@ struct Connection {
     armed: bool,
     pending: BTreeMap<u64, Pending>,
     limiter: RateLimiter,
+    /// Added to every `seq` written (only under `skip-seq` sabotage).
+    seq_offset: u64,
 }
 
 pub async fn serve(socket: WebSocket, state: AppState, user: UserRecord, last_seq: Option<u64>) {
@@ -117,6 +121,7 @@ async fn serve_connection(
         armed: false,
         pending: BTreeMap::new(),
         limiter,
+        seq_offset: 0,
     };
     // 1006: the socket went away without a close frame.
     let code = conn
@@ -318,7 +323,45 @@ impl Connection {
 
     /// First send of an event: advances the cursor and awaits its acknowledgement.
     async fn send_first(&mut self, event: Arc<Event>) -> Result<(), Closed> {
+        if self.state.sabotage.is_some() {
+            return self.send_sabotaged(event).await;
+        }
         self.send(event.to_json(false)).await?;
+        self.sent(event);
+        Ok(())
+    }
+
+    /// The first send under a sabotage mode that breaks the wire (test only).
+    async fn send_sabotaged(&mut self, event: Arc<Event>) -> Result<(), Closed> {
+        let step = (event.kind, event.agent_name.as_str());
+        match self.state.sabotage {
+            Some(Sabotage::SkipSeq) => {
+                if step == (EventType::AgentThinking, "optimizer") {
+                    self.seq_offset = 1;
+                }
+                let shifted = Event {
+                    seq: event.seq + self.seq_offset,
+                    ..(*event).clone()
+                };
+                self.send(shifted.to_json(false)).await?;
+            }
+            Some(Sabotage::DuplicateEvent) if step == (EventType::ToolCompleted, "data_helper") => {
+                self.send(event.to_json(false)).await?;
+                self.send(event.to_json(false)).await?;
+            }
+            Some(Sabotage::Close1011) if step == (EventType::ToolExecuting, "optimizer") => {
+                self.send(event.to_json(false)).await?;
+                self.close(close::INTERNAL, "sabotage: close-1011").await?;
+                return Err(Closed);
+            }
+            _ => self.send(event.to_json(false)).await?,
+        }
+        self.sent(event);
+        Ok(())
+    }
+
+    /// Books a first send: advances the cursor and awaits its acknowledgement.
+    fn sent(&mut self, event: Arc<Event>) {
         self.state.metrics.events_sent.fetch_add(1, Relaxed);
         self.cursor = event.seq;
         self.sent_lo = Some(self.sent_lo.map_or(event.seq, |lo| lo.min(event.seq)));
@@ -331,7 +374,6 @@ impl Connection {
                 resends: 0,
             },
         );
-        Ok(())
     }
 
     /// A live event from the bus.

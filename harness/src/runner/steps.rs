@@ -96,6 +96,7 @@ pub async fn run_journey(
                 user_id: None,
                 email: email.to_owned(),
                 marker: marker.to_owned(),
+                runs: Vec::new(),
             },
             transcripts: Vec::new(),
             failures: Vec::new(),
@@ -297,16 +298,35 @@ impl Journey<'_> {
             })
         };
         let error_wanted = step.error.as_deref();
+        // When the wait for `events[next]` began; its own timeout counts from there, whatever
+        // other frames (pongs, re-sends, other runs) arrive meanwhile.
+        let mut waiting_since = (usize::MAX, Instant::now());
+        // Set once the awaited event is overdue: (its kind, its timeout). It is still awaited
+        // until the step's deadline, so a late event is told apart from a missing one.
+        let mut overdue: Option<(String, Duration)> = None;
+        // Set when an event arrived before one expected earlier: (missing, arrived). Reading
+        // on tells an order violation (the missing one comes after all) from a missing event.
+        let mut skipped: Option<(String, String)> = None;
         loop {
-            if error_wanted.is_none() && (next >= events.len() || done(next, &matched)) {
+            if skipped.is_none()
+                && error_wanted.is_none()
+                && (next >= events.len() || done(next, &matched))
+            {
                 return Ok(());
             }
             let waiting_for = events.get(next).map_or("error", kind_of);
+            if waiting_since.0 != next {
+                waiting_since = (next, Instant::now());
+            }
             let per_event = events
                 .get(next)
                 .and_then(timeout_of)
                 .unwrap_or(self.ctx.timeout);
-            let wait = per_event.min(deadline.saturating_duration_since(Instant::now()));
+            let until = match &overdue {
+                Some(_) => deadline,
+                None => deadline.min(waiting_since.1 + per_event),
+            };
+            let wait = until.saturating_duration_since(Instant::now());
             let frame = match self.conn()?.next_frame(wait).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
@@ -316,9 +336,20 @@ impl Journey<'_> {
                     ));
                 }
                 Err(e) if e.class == FailureClass::Timeout => {
+                    if let Some((missing, arrived)) = skipped {
+                        return Err(fail(
+                            FailureClass::MissingEvent(missing.clone()),
+                            format!("`{arrived}` arrived but `{missing}` before it never did"),
+                        ));
+                    }
+                    if overdue.is_none() && Instant::now() < deadline {
+                        overdue = Some((waiting_for.to_owned(), per_event));
+                        continue;
+                    }
+                    let waited = waiting_since.1.elapsed();
                     return Err(fail(
                         FailureClass::MissingEvent(waiting_for.to_owned()),
-                        format!("`{waiting_for}` did not arrive within {wait:?}"),
+                        format!("`{waiting_for}` did not arrive within {waited:.1?}"),
                     ));
                 }
                 Err(e) => return Err(Failure::new(e.class, e.message, None)),
@@ -348,7 +379,12 @@ impl Journey<'_> {
                 match &self.run_id {
                     Some(mine) if mine == this_run => {}
                     None if kind == "agent_started" && self.is_my_run(&frame) => {
-                        self.run_id = Some(this_run.to_owned())
+                        self.run_id = Some(this_run.to_owned());
+                        let runs = &mut self.outcome.identity.runs;
+                        runs.push(this_run.to_owned());
+                        if let Some(thread) = frame["thread_id"].as_str() {
+                            runs.push(thread.to_owned());
+                        }
                     }
                     _ => continue,
                 }
@@ -363,6 +399,31 @@ impl Journey<'_> {
                 .timings
                 .first_event
                 .get_or_insert(self.started.elapsed());
+            if let Some((missing, arrived)) = &skipped {
+                // Two neighbours swapped: the missing event is the very next one of the run.
+                // Anything else means it is missing (a later event of the same type belongs
+                // to a later step).
+                return Err(if kind == missing {
+                    fail(
+                        FailureClass::OrderViolation,
+                        format!("`{missing}` arrived after `{arrived}`, which must follow it"),
+                    )
+                } else {
+                    fail(
+                        FailureClass::MissingEvent(missing.clone()),
+                        format!("`{arrived}` arrived but `{missing}` before it never did"),
+                    )
+                });
+            }
+            if let Some((late, timeout)) = &overdue
+                && kind == late
+            {
+                let waited = waiting_since.1.elapsed();
+                return Err(fail(
+                    FailureClass::Timeout,
+                    format!("`{late}` arrived after {waited:.1?}, beyond its {timeout:?} timeout"),
+                ));
+            }
             // Match against the expectations, skipping optional ones and finished repeats.
             let mut j = next;
             loop {
@@ -393,17 +454,15 @@ impl Journey<'_> {
                     continue;
                 }
                 let missing = kind_of(expected);
-                return Err(if events[j + 1..].iter().any(|e| kind_of(e) == kind) {
-                    fail(
-                        FailureClass::MissingEvent(missing.to_owned()),
-                        format!("`{kind}` arrived but `{missing}` before it never did"),
-                    )
-                } else {
-                    fail(
-                        FailureClass::OrderViolation,
-                        format!("expected `{missing}`, received `{kind}`"),
-                    )
-                });
+                if events[j + 1..].iter().any(|e| kind_of(e) == kind) {
+                    // Missing, or only out of order: the frames that follow tell.
+                    skipped = Some((missing.to_owned(), kind.to_owned()));
+                    break;
+                }
+                return Err(fail(
+                    FailureClass::OrderViolation,
+                    format!("expected `{missing}`, received `{kind}`"),
+                ));
             }
             if kind == "agent_completed" {
                 self.outcome

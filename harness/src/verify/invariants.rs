@@ -238,6 +238,9 @@ pub struct Identity {
     pub email: String,
     /// The unique marker the harness puts in each of this user's messages.
     pub marker: String,
+    /// Run and thread ids of this journey's runs, as their `agent_started` announced them: an
+    /// event of this run on another user's connection is a breach (routing by thread id).
+    pub runs: Vec<String>,
 }
 
 impl Identity {
@@ -246,6 +249,7 @@ impl Identity {
             .iter()
             .map(String::as_str)
             .chain([self.email.as_str(), self.marker.as_str()])
+            .chain(self.runs.iter().map(String::as_str))
             .filter(|n| !n.is_empty())
     }
 }
@@ -476,11 +480,13 @@ mod tests {
             user_id: Some("u-alice".into()),
             email: "alice@apex.test".into(),
             marker: "mk-a1".into(),
+            runs: Vec::new(),
         };
         let bob = Identity {
             user_id: Some("u-bob".into()),
             email: "bob@apex.test".into(),
             marker: "mk-b2".into(),
+            runs: Vec::new(),
         };
         let own = transcript(vec![
             json!({ "type": "agent_started", "payload": { "echo": "mk-a1", "user": "u-alice" } }),

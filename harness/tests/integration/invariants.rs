@@ -39,6 +39,7 @@ async fn journey(
         user_id: session.user_id,
         email,
         marker,
+        runs: Vec::new(),
     };
     (identity, conn.close().await)
 }

@@ -6,6 +6,7 @@ mod client;
 mod invariants;
 mod journey;
 mod run;
+mod sabotage;
 mod scenarios;
 mod snapshots;
 mod tls;
