@@ -55,6 +55,7 @@ impl Harness {
                 fixtures_dir,
                 progress: false,
                 baseline: None,
+                dependencies: None,
             },
         }
     }

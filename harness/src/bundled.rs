@@ -28,10 +28,46 @@ impl std::fmt::Debug for Bundled {
 
 /// Starts the backend with the fixtures in `fixtures_dir`.
 pub async fn start(fixtures_dir: &Path) -> Result<Bundled, String> {
+    start_with(fixtures_dir, false)
+        .await
+        .map(|(bundled, _)| bundled)
+}
+
+/// [`start`]; with `proxied` and services configured, the backend reaches Redis and Postgres
+/// through fault proxies (for `between: redis|postgres` faults), returned alongside.
+pub async fn start_with(
+    fixtures_dir: &Path,
+    proxied: bool,
+) -> Result<(Bundled, Option<crate::fault::DependencyProxies>), String> {
+    use crate::fault::{FaultProxy, url_authority, url_through};
     let mut config = apex_backend::Config::for_tests();
     config.fixtures_dir = fixtures_dir.to_owned();
     config.database_url = std::env::var("APEX_DATABASE_URL").ok();
     config.redis_url = std::env::var("APEX_REDIS_URL").ok();
+    let mut proxies = None;
+    if let (true, Some(db), Some(redis)) = (proxied, &config.database_url, &config.redis_url) {
+        let through = async |url: &str, port: u16| -> Result<(FaultProxy, String), String> {
+            let authority = url_authority(url, port).ok_or("cannot read the service URL")?;
+            let upstream = tokio::net::lookup_host(&authority)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("cannot resolve {authority}"))?;
+            let proxy = FaultProxy::start(upstream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let url = url_through(url, proxy.addr).ok_or("cannot rewrite the service URL")?;
+            Ok((proxy, url))
+        };
+        let (pg, db_url) = through(db, 5432).await?;
+        let (rd, redis_url) = through(redis, 6379).await?;
+        config.database_url = Some(db_url);
+        config.redis_url = Some(redis_url);
+        proxies = Some(crate::fault::DependencyProxies {
+            redis: Some(rd),
+            postgres: Some(pg),
+        });
+    }
     if config.database_url.is_some() {
         // Kept apart from a backend deployed on the same services.
         config.database_schema = "apex_harness".into();
@@ -52,9 +88,12 @@ pub async fn start(fixtures_dir: &Path) -> Result<Bundled, String> {
     tokio::spawn(apex_backend::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    Ok(Bundled {
-        target: Target::parse(&format!("http://{addr}"))?,
-        mode,
-        _stop: stop,
-    })
+    Ok((
+        Bundled {
+            target: Target::parse(&format!("http://{addr}"))?,
+            mode,
+            _stop: stop,
+        },
+        proxies,
+    ))
 }

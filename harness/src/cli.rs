@@ -260,6 +260,7 @@ fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Resul
         fixtures_dir: select.fixtures.clone(),
         progress: true,
         baseline: None,
+        dependencies: None,
     };
     Ok(Prepared {
         scenarios: selected,
@@ -268,21 +269,37 @@ fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Resul
     })
 }
 
-/// `bundled` (started here; keep the returned guard alive) or a URL.
+/// A resolved target: where journeys go, the bundled backend's guard (keep it alive), and
+/// its dependency proxies when a scenario puts faults there.
+type Resolved = (
+    crate::client::Target,
+    Option<crate::bundled::Bundled>,
+    Option<crate::fault::DependencyProxies>,
+);
+
+/// `bundled` (started here) or a URL; `proxied` puts fault proxies in front of the bundled
+/// backend's Redis and Postgres.
 async fn resolve_target(
     spec: &str,
     select: &Selection,
+    proxied: bool,
     err: &mut impl Write,
-) -> Result<(crate::client::Target, Option<crate::bundled::Bundled>), u8> {
+) -> Result<Resolved, u8> {
     if spec == "bundled" {
-        return match crate::bundled::start(&select.fixtures).await {
-            Ok(bundled) => {
+        return match crate::bundled::start_with(&select.fixtures, proxied).await {
+            Ok((bundled, proxies)) => {
                 let _ = writeln!(
                     err,
-                    "target: bundled apex-backend on {} (services: {})",
-                    bundled.target.authority, bundled.mode
+                    "target: bundled apex-backend on {} (services: {}{})",
+                    bundled.target.authority,
+                    bundled.mode,
+                    if proxies.is_some() {
+                        ", through fault proxies"
+                    } else {
+                        ""
+                    }
                 );
-                Ok((bundled.target.clone(), Some(bundled)))
+                Ok((bundled.target.clone(), Some(bundled), proxies))
             }
             Err(e) => {
                 let _ = writeln!(err, "error: the bundled backend could not start: {e}");
@@ -294,7 +311,7 @@ async fn resolve_target(
         Some(pem) => target.trust_ca(pem),
         None => Ok(target),
     });
-    parsed.map(|t| (t, None)).map_err(|e| {
+    parsed.map(|t| (t, None, None)).map_err(|e| {
         let _ = writeln!(err, "error: target `{spec}`: {e}");
         exit_codes::USAGE
     })
@@ -329,11 +346,19 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
     };
     options.baseline = baseline.clone();
     runtime.block_on(async {
-        let (target, _bundled) = match resolve_target(&args.target, &args.select, err).await {
-            Ok(t) => t,
-            Err(code) => return code,
-        };
+        let needs_proxies = scenarios.iter().any(|f| {
+            f.scenario
+                .faults
+                .iter()
+                .any(|x| x.between != crate::scenario::FaultPlace::Target)
+        });
+        let (target, _bundled, dependencies) =
+            match resolve_target(&args.target, &args.select, needs_proxies, err).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
         options.target = target.clone();
+        options.dependencies = dependencies;
         let report = crate::runner::run(&scenarios, &options).await;
         let _ = write!(out, "{}", report.redact(&crate::report::summary(&report)));
         let reports = [
@@ -399,14 +424,16 @@ fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let (baseline, _b) = match resolve_target(&args.baseline, &args.select, err).await {
+        let (baseline, _b, _) = match resolve_target(&args.baseline, &args.select, false, err).await
+        {
             Ok(t) => t,
             Err(code) => return code,
         };
-        let (candidate, _c) = match resolve_target(&args.candidate, &args.select, err).await {
-            Ok(t) => t,
-            Err(code) => return code,
-        };
+        let (candidate, _c, _) =
+            match resolve_target(&args.candidate, &args.select, false, err).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
         let report = crate::canary::run(
             &scenarios,
             &options,

@@ -624,6 +624,7 @@ mod tests {
                 metrics: summary.metrics.clone(),
                 verdicts: Vec::new(),
                 duration: Duration::from_secs_f64(summary.duration_s),
+                skipped: None,
             }],
             secrets: Vec::new(),
         };

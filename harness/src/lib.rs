@@ -29,6 +29,8 @@
 //! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`, or relative to a
 //!   baseline report: `p(95) < baseline * 1.10`), their parse errors with columns, the
 //!   stability protocol's defaults, and their evaluation.
+//! - [`fault`]: a fault-injecting TCP proxy (latency, bandwidth, slicer, timeout, reset,
+//!   data limit, close after N WebSocket frames, upgrade-header rewriting) for `faults:`.
 //! - [`compare`]: two runs compared metric by metric with confidence intervals, and the
 //!   quadrilemma detector (`compare`, `run --baseline`).
 //! - [`canary`]: the same scenarios against a baseline and a candidate target, interleaved,
@@ -41,6 +43,7 @@ pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod exit_codes;
+pub mod fault;
 pub mod journey;
 pub mod metrics;
 pub mod profile;

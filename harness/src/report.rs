@@ -44,6 +44,15 @@ pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
     let totals = report.totals();
     for scenario in &report.scenarios {
+        if let Some(reason) = &scenario.skipped {
+            let _ = writeln!(
+                out,
+                "SKIP  {}  ({})  {reason}",
+                scenario.name,
+                scenario.path.display()
+            );
+            continue;
+        }
         let verdict = if scenario.passed() { "PASS" } else { "FAIL" };
         let _ = writeln!(
             out,
@@ -116,7 +125,11 @@ pub fn summary(report: &RunReport) -> String {
         let _ = writeln!(
             out,
             "{name:<44} {:>7} {:>9} {:>7} {p95:>10} {p99:>10} {completion:>11}",
-            if s.passed() { "pass" } else { "FAIL" },
+            match (&s.skipped, s.passed()) {
+                (Some(_), _) => "skip",
+                (None, true) => "pass",
+                (None, false) => "FAIL",
+            },
             s.journeys,
             s.failed.len(),
         );
@@ -185,6 +198,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                 "name": s.name,
                 "path": s.path,
                 "passed": s.passed(),
+                "skipped": s.skipped,
                 "journeys": s.journeys,
                 "failed_journeys": s.failed.len(),
                 "duration_s": s.duration.as_secs_f64(),
@@ -251,6 +265,14 @@ pub fn junit(report: &RunReport) -> String {
             xml_escape(&scenario.path.display().to_string()),
             scenario.duration.as_secs_f64()
         );
+        if let Some(reason) = &scenario.skipped {
+            let _ = write!(
+                out,
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                xml_escape(reason)
+            );
+            continue;
+        }
         if scenario.passed() {
             out.push_str("/>\n");
             continue;
@@ -316,7 +338,11 @@ pub fn markdown(report: &RunReport) -> String {
             out,
             "| {} | {} | {} | {} | {p95} | {p99} | {completion} |",
             s.name,
-            if s.passed() { "✅ pass" } else { "❌ fail" },
+            match (&s.skipped, s.passed()) {
+                (Some(_), _) => "⏭ skipped",
+                (None, true) => "✅ pass",
+                (None, false) => "❌ fail",
+            },
             s.journeys,
             s.failed.len(),
         );

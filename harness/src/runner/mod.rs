@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The report `baseline * F` thresholds are relative to (`run --baseline`).
     pub baseline: Option<Arc<crate::compare::Baseline>>,
+    /// Proxies in front of the bundled backend's Redis and Postgres, for faults there.
+    pub dependencies: Option<crate::fault::DependencyProxies>,
 }
 
 /// A failed journey, kept for the diagnosis.
@@ -60,6 +62,9 @@ pub struct ScenarioReport {
     pub metrics: Metrics,
     pub verdicts: Vec<Verdict>,
     pub duration: Duration,
+    /// Why the scenario was not run (it needs what this target does not have); it neither
+    /// passes nor fails the run.
+    pub skipped: Option<String>,
 }
 
 impl ScenarioReport {
@@ -238,6 +243,36 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     let timeout = scenario.target.timeout.unwrap_or(Duration::from_secs(10));
     let ramp = scenario.load.ramp_up.unwrap_or_default();
     let http = options.target.http_client();
+    // Faults: placed before the first journey, removed when the scenario ends.
+    let (faults, journeys_target) = if scenario.faults.is_empty() {
+        (None, options.target.clone())
+    } else {
+        match crate::fault::ScenarioFaults::start(
+            &scenario.faults,
+            &options.target,
+            options.dependencies.as_ref(),
+        )
+        .await
+        {
+            Ok((faults, target)) => (Some(Arc::new(faults)), target),
+            Err(crate::fault::PlaceError::NeedsServices(reason)) => {
+                return ScenarioReport {
+                    name: scenario.name.clone(),
+                    path: file.path.clone(),
+                    journeys: 0,
+                    failed: Vec::new(),
+                    failures_by_class: BTreeMap::new(),
+                    metrics: Metrics::default(),
+                    verdicts: Vec::new(),
+                    duration: Duration::ZERO,
+                    skipped: Some(reason),
+                };
+            }
+            Err(crate::fault::PlaceError::Failed(e)) => {
+                return unrunnable(file, format!("faults: {e}"));
+            }
+        }
+    };
     let started = Instant::now();
     let cpu_before = crate::metrics::process_cpu_time();
     let scenario_tag = {
@@ -276,7 +311,8 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             profile.clone(),
         );
         let (bar, failed_so_far) = (bar.clone(), failed_so_far.clone());
-        let target = options.target.clone();
+        let target = journeys_target.clone();
+        let faults = faults.clone();
         let steps = scenario.steps.clone();
         let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
         tokio::spawn(async move {
@@ -289,6 +325,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                 profile: &profile,
                 timeout,
                 truth: truth.as_ref(),
+                faults: faults.as_deref(),
             };
             let mut outcomes = Vec::new();
             for iteration in 0..per_vu {
@@ -316,6 +353,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         outcomes.extend(task.await.unwrap_or_default());
     }
     bar.finish_and_clear();
+    drop(faults);
 
     // Isolation across every user's transcripts.
     let owners: Vec<usize> = outcomes
@@ -396,6 +434,27 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         metrics,
         verdicts,
         duration: started.elapsed(),
+        skipped: None,
+    }
+}
+
+/// A scenario that could not start: reported as an infrastructure failure (exit code 4).
+fn unrunnable(file: &ScenarioFile, message: String) -> ScenarioReport {
+    let class = crate::verify::FailureClass::HandshakeFailed;
+    ScenarioReport {
+        name: file.scenario.name.clone(),
+        path: file.path.clone(),
+        journeys: 1,
+        failed: vec![FailedJourney {
+            email: "-".into(),
+            failures: vec![Failure::new(class.clone(), message, None)],
+            last_frames: Vec::new(),
+        }],
+        failures_by_class: BTreeMap::from([(class.to_string(), 1)]),
+        metrics: Metrics::default(),
+        verdicts: Vec::new(),
+        duration: Duration::ZERO,
+        skipped: None,
     }
 }
 

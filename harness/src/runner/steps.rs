@@ -36,6 +36,8 @@ pub struct JourneyContext<'a> {
     pub timeout: Duration,
     /// The user's fixture truth (`fixtures/expected/<dataset>.yaml`), if known.
     pub truth: Option<&'a Value>,
+    /// The scenario's faults, for `fault` steps.
+    pub faults: Option<&'a crate::fault::ScenarioFaults>,
 }
 
 fn fail(class: FailureClass, message: impl Into<String>) -> Failure {
@@ -149,6 +151,12 @@ impl Journey<'_> {
             }
             Step::Http(s) => self.http(s).await,
             Step::ExpectClose(s) => self.expect_close(s).await,
+            Step::Fault(s) => self
+                .ctx
+                .faults
+                .ok_or_else(|| format!("no fault named `{}`: the scenario has no `faults`", s.name))
+                .and_then(|f| f.switch(&s.name, s.enabled))
+                .map_err(|e| fail(FailureClass::HandshakeFailed, e)),
         }
     }
 

@@ -89,14 +89,13 @@ fn diagnostic(
     }
 }
 
-const STEP_NAMES: &str =
-    "login, connect, send, expect, expect_response, disconnect, resume, wait, http, expect_close";
+const STEP_NAMES: &str = "login, connect, send, expect, expect_response, disconnect, resume, wait, http, expect_close, fault";
 
 /// One line on how to fix a parse error, by what kind of error it is.
 fn hint_for(message: &str) -> &'static str {
     if message.contains("unknown variant") && message.contains("expected one of login") {
         "a step is one of: login, connect, send, expect, expect_response, disconnect, resume, \
-         wait, http, expect_close (see docs/scenarios.md)"
+         wait, http, expect_close, fault (see docs/scenarios.md)"
     } else if message.contains("unknown variant") {
         "use one of the values listed above (docs/scenarios.md describes each)"
     } else if message.contains("unknown field") {
@@ -258,6 +257,29 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
         }
     }
 
+    let names: Vec<&str> = scenario
+        .faults
+        .iter()
+        .filter_map(|f| f.name.as_deref())
+        .collect();
+    for step in &scenario.steps {
+        if let Step::Fault(f) = step
+            && !names.contains(&f.name.as_str())
+        {
+            let line = source_lines(source)
+                .iter()
+                .position(|l| l.contains("fault:") && l.contains(f.name.as_str()))
+                .map_or(1, |i| i + 1);
+            problems.push(diagnostic(
+                path,
+                source,
+                line,
+                1,
+                format!("no fault named `{}` in `faults`", f.name),
+                "a `fault` step switches a fault declared under `faults:` with that `name`",
+            ));
+        }
+    }
     if scenario.steps.is_empty() {
         problems.push(diagnostic(
             path,

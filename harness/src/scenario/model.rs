@@ -35,6 +35,134 @@ pub struct Scenario {
     /// Metric name → threshold expressions (`journey_duration: ["p(99) < 3000"]`).
     #[serde(default)]
     pub thresholds: BTreeMap<String, Vec<Spanned<String>>>,
+    /// Faults injected while the scenario runs (docs/scenarios.md, "Faults").
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+/// Where a fault sits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultPlace {
+    /// Between the harness and the target (any target).
+    #[default]
+    Target,
+    /// Between the bundled backend and Redis.
+    Redis,
+    /// Between the bundled backend and Postgres.
+    Postgres,
+}
+
+/// One fault: a toxic, where, which way, and when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Needed to switch it with `fault` steps.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub between: FaultPlace,
+    #[serde(default)]
+    pub direction: crate::fault::Direction,
+    pub toxic: ToxicSpec,
+    /// When it starts, from the scenario's start (default: at once).
+    #[serde(default, with = "duration_opt")]
+    pub at: Option<Duration>,
+    /// How long it lasts (default: to the scenario's end).
+    #[serde(default, rename = "for", with = "duration_opt")]
+    pub lasts: Option<Duration>,
+    /// `false`: off until a `fault` step switches it on.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The toxics, as scenario files spell them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToxicSpec {
+    Latency {
+        #[serde(with = "duration")]
+        delay: Duration,
+        #[serde(default, with = "duration_opt")]
+        jitter: Option<Duration>,
+    },
+    Bandwidth {
+        bytes_per_sec: u64,
+    },
+    Slicer {
+        size: usize,
+        #[serde(default)]
+        variation: usize,
+        #[serde(default, with = "duration_opt")]
+        delay: Option<Duration>,
+    },
+    Timeout {
+        #[serde(default, with = "duration_opt")]
+        after: Option<Duration>,
+    },
+    ResetPeer {
+        #[serde(default, with = "duration_opt")]
+        after: Option<Duration>,
+    },
+    LimitData {
+        bytes: u64,
+    },
+    CloseAfterFrames {
+        frames: u64,
+    },
+    StripHeader {
+        name: String,
+    },
+    SetHeader {
+        name: String,
+        value: String,
+    },
+    Down,
+}
+
+impl ToxicSpec {
+    pub fn toxic(&self) -> crate::fault::Toxic {
+        use crate::fault::Toxic;
+        match self.clone() {
+            Self::Latency { delay, jitter } => Toxic::Latency {
+                delay,
+                jitter: jitter.unwrap_or_default(),
+            },
+            Self::Bandwidth { bytes_per_sec } => Toxic::Bandwidth { bytes_per_sec },
+            Self::Slicer {
+                size,
+                variation,
+                delay,
+            } => Toxic::Slicer {
+                size: size.max(1),
+                variation,
+                delay: delay.unwrap_or_default(),
+            },
+            Self::Timeout { after } => Toxic::Timeout {
+                after: after.unwrap_or_default(),
+            },
+            Self::ResetPeer { after } => Toxic::ResetPeer {
+                after: after.unwrap_or_default(),
+            },
+            Self::LimitData { bytes } => Toxic::LimitData { bytes },
+            Self::CloseAfterFrames { frames } => Toxic::CloseAfterFrames { frames },
+            Self::StripHeader { name } => Toxic::StripHeader { name },
+            Self::SetHeader { name, value } => Toxic::SetHeader { name, value },
+            Self::Down => Toxic::Down,
+        }
+    }
+}
+
+/// `- fault: { name: slow_redis, enabled: true }`: switches a named fault on or off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultStep {
+    pub name: String,
+    pub enabled: bool,
 }
 
 /// Field paths (dotted) that override the profile's, for platforms with other shapes.
@@ -131,6 +259,7 @@ pub enum Step {
     Wait(Duration),
     Http(HttpStep),
     ExpectClose(CloseStep),
+    Fault(FaultStep),
 }
 
 impl Step {
@@ -146,6 +275,7 @@ impl Step {
             Self::Wait(_) => "wait",
             Self::Http(_) => "http",
             Self::ExpectClose(_) => "expect_close",
+            Self::Fault(_) => "fault",
         }
     }
 }

@@ -21,6 +21,7 @@ fn options(target: apex_harness::client::Target) -> RunOptions {
         fixtures_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
         progress: false,
         baseline: None,
+        dependencies: None,
     }
 }
 

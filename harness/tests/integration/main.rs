@@ -3,6 +3,7 @@
 
 mod canary;
 mod client;
+mod faults;
 mod invariants;
 mod journey;
 mod run;

@@ -40,6 +40,7 @@ async fn run_scenario(
         fixtures_dir: workspace().join("fixtures"),
         progress: false,
         baseline: None,
+        dependencies: None,
     };
     run(&[file], &options).await
 }

@@ -142,6 +142,7 @@ async fn golden_scenario_transcripts() {
             profile: &file.profile,
             timeout: std::time::Duration::from_secs(10),
             truth: Some(&truth),
+            faults: None,
         };
         let outcome = run_journey(&ctx, &file.scenario.steps, &email, &password, "snap-1").await;
         assert!(
