@@ -106,6 +106,13 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         };
+        if let Some(bytes) = resident_memory_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory of this process.\n\
+                 # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {bytes}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP apex_ws_connections_open WebSocket connections open now.\n\
@@ -201,6 +208,14 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Resident memory of this process (Linux: `VmRSS` in `/proc/self/status`); `None` elsewhere.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]

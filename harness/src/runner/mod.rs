@@ -311,7 +311,17 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             profile.clone(),
         );
         let (bar, failed_so_far) = (bar.clone(), failed_so_far.clone());
-        let target = journeys_target.clone();
+        // A VU bypasses the fault proxy when every target fault names other VUs.
+        let through_proxy = scenario
+            .faults
+            .iter()
+            .filter(|f| f.between == crate::scenario::FaultPlace::Target)
+            .any(|f| f.vus.is_empty() || f.vus.contains(&vu));
+        let target = if through_proxy {
+            journeys_target.clone()
+        } else {
+            options.target.clone()
+        };
         let faults = faults.clone();
         let steps = scenario.steps.clone();
         let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));

@@ -617,7 +617,12 @@ impl Journey<'_> {
             fail(class, format!("{} {}: {e}", step.method, step.path))
         })?;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        for (metric, bound) in &step.metrics {
+            check_metric(&text, metric, bound)
+                .map_err(|e| mismatch(format!("{} {}: {e}", step.method, step.path)))?;
+        }
         if let Some(want) = step.status
             && want != status
         {
@@ -670,6 +675,38 @@ impl Journey<'_> {
     }
 }
 
+/// Checks `metric` in a Prometheus text exposition against `bound` (`< 5e8`, `>= 1`).
+fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), String> {
+    let value: f64 = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == metric).then(|| value.parse().ok()).flatten()
+        })
+        .ok_or_else(|| format!("no metric `{metric}`"))?;
+    let bound = bound.trim();
+    let (op, number) = ["<=", ">=", "<", ">", "=="]
+        .iter()
+        .find_map(|op| bound.strip_prefix(op).map(|n| (*op, n.trim())))
+        .ok_or_else(|| format!("bound `{bound}` must start with < <= > >= or =="))?;
+    let limit: f64 = number
+        .parse()
+        .map_err(|_| format!("bound `{bound}`: `{number}` is not a number"))?;
+    let holds = match op {
+        "<=" => value <= limit,
+        ">=" => value >= limit,
+        "<" => value < limit,
+        ">" => value > limit,
+        _ => value == limit,
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(format!("`{metric}` is {value}, expected {op} {limit}"))
+    }
+}
+
 fn kind_of(expectation: &EventExpectation) -> &str {
     match expectation {
         EventExpectation::Type(kind) => kind,
@@ -698,4 +735,32 @@ fn check_fields(expectation: &EventExpectation, frame: &Value) -> Result<(), Fai
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_metric;
+
+    #[test]
+    fn prometheus_metrics_are_checked_against_bounds() {
+        let text = "# HELP x y\n# TYPE x gauge\nprocess_resident_memory_bytes 52428800\n\
+                    apex_ws_connections_closed_total{code=\"1000\"} 3\n";
+        assert!(check_metric(text, "process_resident_memory_bytes", "< 1e9").is_ok());
+        let over = check_metric(text, "process_resident_memory_bytes", "<= 1000").unwrap_err();
+        assert!(over.contains("is 52428800"), "{over}");
+        assert!(
+            check_metric(
+                text,
+                "apex_ws_connections_closed_total{code=\"1000\"}",
+                "== 3"
+            )
+            .is_ok()
+        );
+        assert!(
+            check_metric(text, "missing", "< 1")
+                .unwrap_err()
+                .contains("no metric")
+        );
+        assert!(check_metric(text, "process_resident_memory_bytes", "about 5").is_err());
+    }
 }

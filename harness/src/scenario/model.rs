@@ -74,6 +74,10 @@ pub struct FaultSpec {
     /// `false`: off until a `fault` step switches it on.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `between: target` only: the virtual users (0-based) whose connections go through the
+    /// fault; empty (default): every one.
+    #[serde(default)]
+    pub vus: Vec<u32>,
 }
 
 fn yes() -> bool {
@@ -453,6 +457,10 @@ pub struct HttpStep {
     /// Dotted path → expected JSON value in the response body.
     #[serde(default)]
     pub json: BTreeMap<String, Value>,
+    /// Prometheus metric (as written, labels included) → bound, e.g.
+    /// `process_resident_memory_bytes: "< 500000000"`; for a `/metrics` endpoint.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, String>,
 }
 
 fn get() -> String {

@@ -33,12 +33,12 @@ steps:
     )
 }
 
-/// Runs the scenario once against a fresh backend: (exit code, failure classes).
-async fn outcome(transport: &str, faults: &str) -> (u8, Vec<String>) {
-    let (target, _stop) = start_backend().await;
-    let source = scenario(transport, faults);
-    let file = parse(Path::new("fault.yaml"), &source).unwrap_or_else(|d| panic!("{d:?}"));
-    let options = RunOptions {
+/// Run options for `target`, scenarios' own load, with dependency proxies if given.
+fn options(
+    target: apex_harness::client::Target,
+    dependencies: Option<apex_harness::fault::DependencyProxies>,
+) -> RunOptions {
+    RunOptions {
         target,
         profile: None,
         vus: None,
@@ -47,9 +47,16 @@ async fn outcome(transport: &str, faults: &str) -> (u8, Vec<String>) {
         fixtures_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
         progress: false,
         baseline: None,
-        dependencies: None,
-    };
-    let report = run(&[file], &options).await;
+        dependencies,
+    }
+}
+
+/// Runs the scenario once against a fresh backend: (exit code, failure classes).
+async fn outcome(transport: &str, faults: &str) -> (u8, Vec<String>) {
+    let (target, _stop) = start_backend().await;
+    let source = scenario(transport, faults);
+    let file = parse(Path::new("fault.yaml"), &source).unwrap_or_else(|d| panic!("{d:?}"));
+    let report = run(&[file], &options(target, None)).await;
     let classes = report.scenarios[0]
         .failures_by_class
         .keys()
@@ -176,22 +183,11 @@ async fn the_resilience_scenarios_pass() {
         .iter()
         .map(|p| apex_harness::scenario::load(p).unwrap())
         .collect();
-    assert!(files.len() >= 4);
+    assert!(files.len() >= 5);
     let (bundled, dependencies) = apex_harness::bundled::start_with(&root.join("fixtures"), true)
         .await
         .unwrap();
-    let options = RunOptions {
-        target: bundled.target.clone(),
-        profile: None,
-        vus: None,
-        iterations: None,
-        thresholds: Vec::new(),
-        fixtures_dir: root.join("fixtures"),
-        progress: false,
-        baseline: None,
-        dependencies,
-    };
-    let report = run(&files, &options).await;
+    let report = run(&files, &options(bundled.target.clone(), dependencies)).await;
     let summary = apex_harness::report::summary(&report);
     assert_eq!(report.exit_code(), exit_codes::PASS, "{summary}");
     let services =
