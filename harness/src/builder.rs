@@ -47,6 +47,7 @@ impl Harness {
                 target: Target {
                     authority: String::new(),
                     tls: None,
+                    connect_to: None,
                 },
                 profile: None,
                 vus: None,

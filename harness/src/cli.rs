@@ -252,6 +252,7 @@ fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Resul
         target: crate::client::Target {
             authority: String::new(),
             tls: None,
+            connect_to: None,
         },
         profile,
         vus: select.vus,

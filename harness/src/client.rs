@@ -51,6 +51,10 @@ pub struct Target {
     /// Set for `https://` / `wss://` targets: rustls (ring) with the Mozilla roots plus any
     /// extra CA given with [`Target::trust_ca`].
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Connect here instead of to `authority`, which still names the server (TLS server name,
+    /// `Host`): a fault proxy in front of an `https://` target. HTTP goes through it as an
+    /// HTTP CONNECT proxy, WebSocket connections straight to it.
+    pub connect_to: Option<std::net::SocketAddr>,
 }
 
 /// Installs the process-wide rustls provider (ring). Any `reqwest::Client` built in a process
@@ -97,7 +101,11 @@ impl Target {
             format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         let tls = if tls { Some(tls_config(&[])?) } else { None };
-        Ok(Self { authority, tls })
+        Ok(Self {
+            authority,
+            tls,
+            connect_to: None,
+        })
     }
 
     /// Also trusts the CA certificates in a PEM file (a staging environment's private CA).
@@ -131,6 +139,13 @@ impl Target {
         let builder = reqwest::Client::builder();
         let builder = match &self.tls {
             Some(config) => builder.tls_backend_preconfigured((**config).clone()),
+            None => builder,
+        };
+        let builder = match self
+            .connect_to
+            .and_then(|addr| reqwest::Proxy::all(format!("http://{addr}")).ok())
+        {
+            Some(proxy) => builder.proxy(proxy),
             None => builder,
         };
         builder.build().unwrap_or_default()
@@ -319,7 +334,11 @@ pub async fn connect_with(
         Transport::Ticket | Transport::None => {}
     }
     let handshake = async {
-        let tcp = TcpStream::connect(&target.authority).await.map_err(|e| {
+        let tcp = match target.connect_to {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect(&target.authority).await,
+        };
+        let tcp = tcp.map_err(|e| {
             failure(
                 FailureClass::HandshakeFailed,
                 format!("cannot reach {}: {e}", target.authority),

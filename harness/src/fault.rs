@@ -83,6 +83,7 @@ struct Shared {
 pub struct FaultProxy {
     pub addr: SocketAddr,
     pub upstream: SocketAddr,
+    accept_connect: bool,
     shared: Arc<Mutex<Shared>>,
     /// Bumped to cut every open connection (`Down`, [`FaultProxy::cut_all`]).
     cut: watch::Sender<u64>,
@@ -101,6 +102,12 @@ impl Drop for StopOnDrop {
 impl FaultProxy {
     /// Listens on a free loopback port and forwards every connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(upstream, false).await
+    }
+
+    /// [`FaultProxy::start`]; with `accept_connect`, a client may open with an HTTP `CONNECT`
+    /// (an HTTPS client using the proxy as its proxy).
+    pub async fn start_with(upstream: SocketAddr, accept_connect: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -109,6 +116,7 @@ impl FaultProxy {
         let proxy = Self {
             addr,
             upstream,
+            accept_connect,
             shared: shared.clone(),
             cut: cut.clone(),
             _stop: Arc::new(StopOnDrop(stop)),
@@ -137,6 +145,7 @@ impl FaultProxy {
             upstream: self.upstream,
             shared: self.shared.clone(),
             cut: self.cut.clone(),
+            accept_connect: self.accept_connect,
         }
     }
 
@@ -181,6 +190,30 @@ struct Inner {
     upstream: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     cut: watch::Sender<u64>,
+    /// Answer an HTTP `CONNECT` first (an HTTPS client using this as its proxy).
+    accept_connect: bool,
+}
+
+/// If the client opens with `CONNECT host:port`, consumes that request and answers 200; the
+/// tunnel then goes to the proxy's upstream whatever host was named. Anything else is left
+/// unread for the pumps.
+async fn answer_connect(client: &mut TcpStream) -> std::io::Result<()> {
+    let mut first = [0u8; 8];
+    let n = client.peek(&mut first).await?;
+    if !first[..n].starts_with(b"CONNECT ") {
+        return Ok(());
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).await? == 0 || head.len() > 8192 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        head.push(byte[0]);
+    }
+    client
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await
 }
 
 /// A uniform pseudo-random number in `0..n` (jitter and slice sizes need no quality).
@@ -256,6 +289,9 @@ impl Inner {
     }
 
     async fn serve(self, mut client: TcpStream) {
+        if self.accept_connect && answer_connect(&mut client).await.is_err() {
+            return;
+        }
         let Ok(mut server) = TcpStream::connect(self.upstream).await else {
             return;
         };
@@ -592,23 +628,39 @@ impl ScenarioFaults {
         let mut target_proxy = None;
         let mut journeys_target = target.clone();
         if specs.iter().any(|f| f.between == FaultPlace::Target) {
-            if target.tls.is_some() {
-                return Err(failed(
-                    "faults between the harness and an https:// target are not supported \
-                     (the proxy cannot rewrite TLS)"
-                        .into(),
-                ));
+            let tls = target.tls.is_some();
+            if tls
+                && let Some(spec) = specs.iter().find(|f| {
+                    matches!(
+                        f.toxic.toxic(),
+                        Toxic::StripHeader { .. }
+                            | Toxic::SetHeader { .. }
+                            | Toxic::CloseAfterFrames { .. }
+                    )
+                })
+            {
+                return Err(failed(format!(
+                    "{:?} needs to read the traffic, and an https:// target's is encrypted",
+                    spec.toxic
+                )));
             }
             let upstream = tokio::net::lookup_host(&target.authority)
                 .await
                 .ok()
                 .and_then(|mut addrs| addrs.next())
                 .ok_or_else(|| failed(format!("cannot resolve the target {}", target.authority)))?;
-            let proxy = FaultProxy::start(upstream)
+            let proxy = FaultProxy::start_with(upstream, tls)
                 .await
                 .map_err(|e| failed(format!("cannot start the fault proxy: {e}")))?;
-            journeys_target =
-                crate::client::Target::parse(&format!("http://{}", proxy.addr)).map_err(failed)?;
+            journeys_target = if tls {
+                // The server name stays; only the connections go to the proxy.
+                crate::client::Target {
+                    connect_to: Some(proxy.addr),
+                    ..target.clone()
+                }
+            } else {
+                crate::client::Target::parse(&format!("http://{}", proxy.addr)).map_err(failed)?
+            };
             target_proxy = Some(proxy);
         }
         let mut entries = Vec::new();

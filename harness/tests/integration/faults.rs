@@ -171,31 +171,3 @@ async fn sliced_writes_are_reassembled_and_pass() {
     let (code, classes) = outcome("header", faults).await;
     assert_eq!((code, classes), (exit_codes::PASS, Vec::new()));
 }
-
-/// `scenarios/resilience/` against the bundled backend, with fault proxies in front of its
-/// Redis and Postgres: every scenario passes (the Redis ones are skipped, and say so, without
-/// the service URLs).
-#[tokio::test]
-async fn the_resilience_scenarios_pass() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let files: Vec<_> = apex_harness::scenario::discover(&[root.join("scenarios/resilience")])
-        .unwrap()
-        .iter()
-        .map(|p| apex_harness::scenario::load(p).unwrap())
-        .collect();
-    assert!(files.len() >= 5);
-    let (bundled, dependencies) = apex_harness::bundled::start_with(&root.join("fixtures"), true)
-        .await
-        .unwrap();
-    let report = run(&files, &options(bundled.target.clone(), dependencies)).await;
-    let summary = apex_harness::report::summary(&report);
-    assert_eq!(report.exit_code(), exit_codes::PASS, "{summary}");
-    let services =
-        std::env::var("APEX_DATABASE_URL").is_ok() && std::env::var("APEX_REDIS_URL").is_ok();
-    let skipped = report
-        .scenarios
-        .iter()
-        .filter(|s| s.skipped.is_some())
-        .count();
-    assert_eq!(skipped, if services { 0 } else { 2 }, "{summary}");
-}

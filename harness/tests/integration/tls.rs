@@ -95,3 +95,55 @@ async fn the_golden_path_runs_over_tls_with_the_right_ca_only() {
         untrusted.1
     );
 }
+
+/// Faults in front of an `https://` target: the proxy sits at the TCP level (the HTTP client
+/// tunnels through it with CONNECT, WebSocket connections go straight to it) and the TLS
+/// server name stays the target's. Latency passes through; a down proxy fails the journey;
+/// a toxic that must read the traffic is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_work_in_front_of_an_https_target() {
+    let (target, _stop) = start_backend().await;
+    let url = tls_proxy(target.authority.clone()).await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::temp_dir().join(format!("apex-tls-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let golden = std::fs::read_to_string(root.join("scenarios/golden_path.yaml")).unwrap();
+    let run_with = |name: &str, faults: &str| {
+        let file = dir.join(format!("{name}.yaml"));
+        let source = golden.replacen("steps:", &format!("faults:\n{faults}\nsteps:"), 1);
+        std::fs::write(&file, source).unwrap();
+        let args: Vec<String> = [
+            file.to_str().unwrap(),
+            "--fixtures",
+            root.join("fixtures").to_str().unwrap(),
+            "--target",
+            url.as_str(),
+            "--ca-cert",
+            tls_dir().join("ca.pem").to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        move || run_cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let slow = tokio::task::spawn_blocking(run_with(
+        "slow",
+        "  - { toxic: { latency: { delay: 20ms } } }",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(slow.0, exit_codes::PASS, "{}\n{}", slow.1, slow.2);
+    let down = tokio::task::spawn_blocking(run_with("down", "  - { toxic: down }"))
+        .await
+        .unwrap();
+    assert_eq!(down.0, exit_codes::INFRASTRUCTURE, "{}\n{}", down.1, down.2);
+    let frames = tokio::task::spawn_blocking(run_with(
+        "frames",
+        "  - { toxic: { close_after_frames: { frames: 3 } } }",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(frames.0, exit_codes::INFRASTRUCTURE, "{}", frames.1);
+    assert!(frames.1.contains("encrypted"), "{}", frames.1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
