@@ -113,7 +113,12 @@ fn probe(name: &str, slowdown: u32) -> u8 {
 fn instructions(name: &str, slowdown: u32) -> Result<u64, String> {
     let out = std::env::temp_dir().join(format!("apex-ir-{}-{name}.out", std::process::id()));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // A fixed, minimal environment: its size shifts the stack and the allocator's first
+    // moves, which shows in the counts of small workloads.
     let status = Command::new("valgrind")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
         .args([
             "--tool=callgrind",
             "--toggle-collect=*measure_loop*",

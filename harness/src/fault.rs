@@ -611,8 +611,9 @@ impl Entry {
 pub struct ScenarioFaults {
     entries: Vec<Arc<Entry>>,
     schedules: Vec<tokio::task::JoinHandle<()>>,
-    /// The proxy between the harness and the target, when a fault sits there.
-    target_proxy: Option<FaultProxy>,
+    /// The proxy between the harness and the target, when a fault sits there; held so it
+    /// lives as long as the scenario.
+    _target_proxy: Option<FaultProxy>,
 }
 
 impl ScenarioFaults {
@@ -711,7 +712,7 @@ impl ScenarioFaults {
             Self {
                 entries,
                 schedules,
-                target_proxy,
+                _target_proxy: target_proxy,
             },
             journeys_target,
         ))
@@ -744,6 +745,5 @@ impl Drop for ScenarioFaults {
         for entry in &self.entries {
             entry.set(false);
         }
-        let _ = &self.target_proxy;
     }
 }
