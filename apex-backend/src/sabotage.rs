@@ -38,13 +38,20 @@ pub enum Sabotage {
 /// What some modes need to remember across runs.
 #[derive(Debug, Default)]
 pub struct SabotageState {
-    /// The identity every connection collapses into (`demo-identity`).
-    pub demo_identity: Mutex<Option<Uuid>>,
+    /// The identity every connection collapses into (`demo-identity`): the first fixture user.
+    pub demo_identity: Option<Uuid>,
     /// The last message another run received: its user and text (`leak-text`).
     last_message: Mutex<Option<(Uuid, String)>>,
 }
 
 impl SabotageState {
+    pub fn new(demo_identity: Option<Uuid>) -> Self {
+        Self {
+            demo_identity,
+            last_message: Mutex::default(),
+        }
+    }
+
     /// Records `user`'s message and returns the previous message of a different user.
     pub fn exchange(&self, user: Uuid, content: &str) -> Option<(Uuid, String)> {
         let mut last = self.last_message.lock().unwrap_or_else(|e| e.into_inner());

@@ -157,11 +157,8 @@ impl AppState {
             );
         }
         let fixtures = Fixtures::load(&config.fixtures_dir)?;
-        let sabotage_state = crate::sabotage::SabotageState::default();
-        *sabotage_state
-            .demo_identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = fixtures.users.first().map(|(u, _)| u.id);
+        let sabotage_state =
+            crate::sabotage::SabotageState::new(fixtures.users.first().map(|(u, _)| u.id));
         let store = services.store.clone();
         let bus = services.bus.clone();
         let mode = services.mode;

@@ -41,6 +41,15 @@ pub struct CanaryReport {
 }
 
 impl CanaryReport {
+    /// The names of the rules that fired.
+    pub fn fired(&self) -> Vec<&'static str> {
+        self.rules
+            .iter()
+            .filter(|r| r.fired)
+            .map(|r| r.name)
+            .collect()
+    }
+
     pub fn rollback(&self) -> bool {
         self.rules.iter().any(|r| r.fired)
     }
@@ -130,12 +139,7 @@ pub async fn run(
 }
 
 fn recommendation(report: &CanaryReport) -> String {
-    let fired: Vec<&str> = report
-        .rules
-        .iter()
-        .filter(|r| r.fired)
-        .map(|r| r.name)
-        .collect();
+    let fired = report.fired();
     if fired.is_empty() {
         "PROMOTE: no rollback rule fired".into()
     } else {

@@ -87,6 +87,23 @@ pub struct JourneyOutcome {
 }
 
 impl JourneyOutcome {
+    /// A journey of `email` that has not started yet; `marker` is unique to it.
+    pub fn new(email: &str, marker: &str) -> Self {
+        Self {
+            identity: Identity {
+                user_id: None,
+                email: email.to_owned(),
+                marker: marker.to_owned(),
+                runs: Vec::new(),
+            },
+            transcripts: Vec::new(),
+            failures: Vec::new(),
+            timings: Timings::default(),
+            answer: None,
+            events: Vec::new(),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
@@ -170,19 +187,7 @@ pub async fn run(
     marker: &str,
 ) -> JourneyOutcome {
     let started = Instant::now();
-    let mut outcome = JourneyOutcome {
-        identity: Identity {
-            user_id: None,
-            email: spec.email.clone(),
-            marker: marker.to_owned(),
-            runs: Vec::new(),
-        },
-        transcripts: Vec::new(),
-        failures: Vec::new(),
-        timings: Timings::default(),
-        answer: None,
-        events: Vec::new(),
-    };
+    let mut outcome = JourneyOutcome::new(&spec.email, marker);
     let session = match login(
         http,
         target,

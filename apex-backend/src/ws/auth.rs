@@ -64,12 +64,7 @@ pub async fn authenticate(
     let user = credentials(state, headers, ticket, offered).await?;
     if state.sabotage == Some(crate::sabotage::Sabotage::DemoIdentity) {
         // Test only: every connection becomes the same user, as in the demo-identity outage.
-        let demo = *state
-            .sabotage_state
-            .demo_identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(demo) = demo
+        if let Some(demo) = state.sabotage_state.demo_identity
             && let Some(record) = state.store.user_by_id(demo).await?
         {
             return Ok(record);

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::client::{Connection, Session, Target, Transport, connect_with, login};
-use crate::journey::{JourneyOutcome, Timings};
+use crate::journey::JourneyOutcome;
 use crate::profile::Profile;
 use crate::scenario::{
     CloseStep, ConnectStep, EventExpectation, ExpectStep, HttpStep, LoginStep, ResponseStep,
     ResumeStep, ResumeVia, SendStep, Step, TransportName,
 };
-use crate::verify::{Failure, FailureClass, Identity, check_connection};
+use crate::verify::{Failure, FailureClass, check_connection};
 
 /// Text that must never reach a user: stack traces, panics, language reprs, driver errors.
 const LEAKED_INTERNALS: &[&str] = &[
@@ -93,19 +93,7 @@ pub async fn run_journey(
     let mut journey = Journey {
         ctx,
         password: password.to_owned(),
-        outcome: JourneyOutcome {
-            identity: Identity {
-                user_id: None,
-                email: email.to_owned(),
-                marker: marker.to_owned(),
-                runs: Vec::new(),
-            },
-            transcripts: Vec::new(),
-            failures: Vec::new(),
-            timings: Timings::default(),
-            answer: None,
-            events: Vec::new(),
-        },
+        outcome: JourneyOutcome::new(email, marker),
         started: Instant::now(),
         session: None,
         conn: None,

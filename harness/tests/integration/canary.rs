@@ -46,12 +46,7 @@ async fn a_slower_candidate_is_rolled_back_for_its_latency_regression() {
     .await;
     let text = canary::text(&report);
     assert!(report.rollback(), "{text}");
-    let fired: Vec<&str> = report
-        .rules
-        .iter()
-        .filter(|r| r.fired)
-        .map(|r| r.name)
-        .collect();
+    let fired = report.fired();
     assert_eq!(fired, ["regression against the baseline"], "{text}");
     let p95 = report
         .comparison
@@ -84,12 +79,7 @@ async fn an_unreachable_candidate_is_rolled_back_for_its_error_rate() {
     )
     .await;
     let text = canary::text(&report);
-    let fired: Vec<&str> = report
-        .rules
-        .iter()
-        .filter(|r| r.fired)
-        .map(|r| r.name)
-        .collect();
+    let fired = report.fired();
     assert!(fired.contains(&"error rate > 5 %"), "{text}");
     assert!(fired.contains(&"p99 > 3 s"), "{text}");
     assert!(!report.baseline_unusable);
