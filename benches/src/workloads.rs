@@ -84,7 +84,7 @@ fn run_events() -> Vec<Event> {
         .collect()
 }
 
-/// Builds the inputs (reads `scenarios/golden_path.yaml`).
+/// Builds the inputs (`scenarios/golden_path.yaml` is compiled in).
 pub fn inputs() -> Inputs {
     let events = run_events();
     let mut transcript = Transcript::default();
@@ -99,10 +99,9 @@ pub fn inputs() -> Inputs {
             serde_json::to_value(event).unwrap(),
         );
     }
-    let scenario = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/golden_path.yaml"),
-    )
-    .expect("scenarios/golden_path.yaml");
+    // Compiled in, not read through a path: the checkout's path would otherwise change the
+    // allocator's state and with it the instruction counts (see `bench_gate.rs`).
+    let scenario = include_str!("../../scenarios/golden_path.yaml").to_owned();
     let workers = (0..8u64)
         .map(|w| {
             let mut m = Metrics::default();
