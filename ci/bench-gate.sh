@@ -23,10 +23,10 @@ case "${1:-}" in
       "$gate" ir
       "$gate" journey
     done
-    echo "== deliberate 10 % slowdown of every CPU workload: the gate must fail"
+    echo "== deliberate 10 % slowdown of every counted workload, the journey included: the gate must fail"
     if "$gate" ir --slowdown 10; then echo "bench-gate: a 10 % slowdown passed the Ir gate"; exit 1; fi
-    echo "== deliberate 25 % slowdown of the backend's journey: the gate must fail"
-    if "$gate" journey --slowdown 25; then echo "bench-gate: a 25 % slowdown passed the journey gate"; exit 1; fi
+    echo "== deliberate 100 % slowdown (waiting) of the backend's journey: the tripwire must fail"
+    if "$gate" journey --slowdown 100; then echo "bench-gate: a doubled journey passed the journey gate"; exit 1; fi
     echo "bench-gate proof: 5/5 unchanged runs passed, both slowdowns failed"
     ;;
   "")

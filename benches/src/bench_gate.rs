@@ -2,15 +2,21 @@
 //! machine.
 //!
 //! - `bench-gate ir`: instruction counts (valgrind's callgrind) of the CPU workloads in
-//!   [`apex_benches::workloads`], compared with `benches/baselines/ir.json`. Counts repeat
-//!   exactly whatever else the machine does, so the limit is tight (default 3 %). A workload
+//!   [`apex_benches::workloads`] and of whole verified journeys against the embedded backend
+//!   (harness and backend on one thread, so both are counted), compared with
+//!   `benches/baselines/ir.json`. Counts repeat within 0.1 % whatever else the machine does
+//!   and wherever the checkout lives, so the limit is tight (default 3 %): this is the half
+//!   that catches a 10 % slowdown, of a hot path or of the journey's own work. A workload
 //!   without a baseline fails; so does a run on another rustc than the baseline's (counts
 //!   differ between compilers: refresh the baseline in the commit that changes the toolchain).
-//! - `bench-gate journey`: golden-journey latency against the embedded backend as a ratio to
-//!   the same journey against the minimal server, measured interleaved in the same run, so the
-//!   machine's speed cancels out; compared with `benches/baselines/journey.json` (default
-//!   limit 15 %: unchanged code stays within about ±4 % here, so a regression of about 20 %
-//!   of the backend's journey time is what this half reliably catches).
+//! - `bench-gate journey`: golden-journey wall-clock latency against the embedded backend as
+//!   a ratio to the same journey against the minimal server, measured interleaved in the same
+//!   run, so the machine's speed cancels out; compared with `benches/baselines/journey.json`.
+//!   The ratio is not the same on every host (1.70 on one, 1.96 to 2.24 on the next, for the
+//!   same commit: CPU against loopback costs differ), so this half is a tripwire: default
+//!   limit 50 %, measured once more before it fails. It catches what instruction counts
+//!   cannot see: waiting (a sleep, a lock held across I/O, a lost wake-up) that doubles the
+//!   journey.
 //! - `--update` rewrites the baseline instead (the one documented refresh command:
 //!   `ci/bench-gate.sh --update`). `--slowdown PCT` injects a deliberate slowdown (PCT % more
 //!   work per measured call, or a pause of PCT % of a journey), to prove the gate fails.
@@ -53,7 +59,9 @@ enum Gate {
     Journey {
         #[arg(long)]
         update: bool,
-        #[arg(long, default_value_t = 15.0)]
+        /// Allowed growth in percent: a tripwire, as the ratio itself moves by up to a third
+        /// between hosts.
+        #[arg(long, default_value_t = 50.0)]
         limit: f64,
         /// Rounds; each measures both targets, alternating which goes first.
         #[arg(long, default_value_t = 11)]
@@ -76,6 +84,17 @@ enum Gate {
 /// Iterations of the measured loop.
 const ITERATIONS: u32 = 100;
 
+/// The end-to-end workload: whole verified golden journeys (login, upgrade, message, the
+/// eleven events, the answer's checks) against the embedded backend, counted like the others.
+const JOURNEY: &str = "journey";
+/// Journeys in its measured loop (under callgrind a journey takes about 0.1 s).
+const JOURNEY_ITERATIONS: u32 = 20;
+
+/// Every workload `ir` counts.
+fn counted() -> impl Iterator<Item = &'static str> {
+    workloads::NAMES.into_iter().chain([JOURNEY])
+}
+
 fn baselines() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("baselines")
 }
@@ -90,37 +109,56 @@ fn rustc_version() -> String {
 
 /// The measured loop: callgrind collects only inside this function (`--toggle-collect`).
 #[inline(never)]
-fn measure_loop(name: &str, inputs: &workloads::Inputs, iterations: u32) -> u64 {
+fn measure_loop(iterations: u32, mut once: impl FnMut() -> u64) -> u64 {
     let mut sink = 0u64;
     for _ in 0..iterations {
-        sink = sink.wrapping_add(workloads::run(name, inputs).expect("known workload"));
+        sink = sink.wrapping_add(once());
     }
     sink
 }
 
 fn probe(name: &str, slowdown: u32) -> u8 {
-    if !workloads::NAMES.contains(&name) {
-        eprintln!("unknown workload {name}; known: {:?}", workloads::NAMES);
+    let scaled = |iterations: u32| iterations * (100 + slowdown) / 100;
+    let sink = if name == JOURNEY {
+        // Run from the workspace root (see `instructions`).
+        let mut journeys = journeys::SameThreadJourneys::start(Path::new("fixtures"));
+        // Warm up: the first journeys fill connection pools and lazily built tables.
+        for _ in 0..3 {
+            journeys.run();
+        }
+        measure_loop(scaled(JOURNEY_ITERATIONS), || journeys.run())
+    } else if workloads::NAMES.contains(&name) {
+        let inputs = workloads::inputs();
+        measure_loop(scaled(ITERATIONS), || {
+            workloads::run(name, &inputs).expect("known workload")
+        })
+    } else {
+        eprintln!(
+            "unknown workload {name}; known: {:?}",
+            counted().collect::<Vec<_>>()
+        );
         return 2;
-    }
-    let inputs = workloads::inputs();
-    let iterations = ITERATIONS * (100 + slowdown) / 100;
-    println!("{}", measure_loop(name, &inputs, iterations));
+    };
+    println!("{sink}");
     0
 }
 
 /// Runs `probe NAME` under callgrind; the instructions executed inside the measured loop.
 ///
-/// The probe process is the same wherever the checkout lives: no environment, and the
-/// executable started as `./bench-gate` from its own folder. Paths and environment sizes shift
-/// the stack and the allocator's first moves, and that shows in the counts (a clone with a
-/// longer path measured `event_codec` 3 % higher when the scenario was still read by path).
+/// The probe process is the same wherever the checkout lives: no environment, started from
+/// the workspace root with the executable and the fixtures named relative to it. Paths and
+/// environment sizes shift the stack and the allocator's first moves, and that shows in the
+/// counts (a clone with a longer path measured `event_codec` 3 % higher when the scenario was
+/// still read by an absolute path).
 fn instructions(name: &str, slowdown: u32) -> Result<u64, String> {
     let out = std::env::temp_dir().join(format!("apex-ir-{}-{name}.out", std::process::id()));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (Some(dir), Some(file)) = (exe.parent(), exe.file_name()) else {
-        return Err(format!("cannot split {}", exe.display()));
-    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?
+        .canonicalize()
+        .map_err(|e| e.to_string())?;
+    let program = exe.strip_prefix(&root).map_or(exe.clone(), Path::to_owned);
     let valgrind = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
@@ -129,13 +167,13 @@ fn instructions(name: &str, slowdown: u32) -> Result<u64, String> {
         .ok_or("valgrind is not on PATH (apt-get install valgrind)")?;
     let status = Command::new(valgrind)
         .env_clear()
-        .current_dir(dir)
+        .current_dir(&root)
         .args([
             "--tool=callgrind",
             "--toggle-collect=*measure_loop*",
             &format!("--callgrind-out-file={}", out.display()),
         ])
-        .arg(Path::new(".").join(file))
+        .arg(&program)
         .args(["probe", name, "--slowdown", &slowdown.to_string()])
         .output()
         .map_err(|e| format!("cannot run valgrind: {e}"))?;
@@ -184,7 +222,7 @@ fn ir(update: bool, limit: f64, slowdown: u32) -> u8 {
     let path = baselines().join("ir.json");
     let rustc = rustc_version();
     let mut counts = serde_json::Map::new();
-    for name in workloads::NAMES {
+    for name in counted() {
         match instructions(name, slowdown) {
             Ok(n) => {
                 counts.insert(name.to_owned(), json!(n));
@@ -196,7 +234,12 @@ fn ir(update: bool, limit: f64, slowdown: u32) -> u8 {
         }
     }
     if update {
-        let value = json!({ "rustc": rustc, "iterations": ITERATIONS, "instructions": counts });
+        let value = json!({
+            "rustc": rustc,
+            "iterations": ITERATIONS,
+            "journey_iterations": JOURNEY_ITERATIONS,
+            "instructions": counts,
+        });
         return write_baseline(&path, &value);
     }
     let baseline = match read_baseline(&path) {
@@ -289,12 +332,16 @@ fn journey(update: bool, limit: f64, rounds: usize, per_round: usize, slowdown: 
         .enable_all()
         .build()
         .expect("runtime");
-    let (ratio, ratios) = runtime.block_on(journey_ratio(rounds, per_round, slowdown));
-    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    println!(
-        "journey ratio (embedded backend / minimal server, median of rounds): {ratio:.3}  rounds: [{}]",
-        shown.join(", ")
-    );
+    let measure = || {
+        let (ratio, ratios) = runtime.block_on(journey_ratio(rounds, per_round, slowdown));
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "journey ratio (embedded backend / minimal server, median of rounds): {ratio:.3}  rounds: [{}]",
+            shown.join(", ")
+        );
+        ratio
+    };
+    let ratio = measure();
     let path = baselines().join("journey.json");
     if update {
         return write_baseline(
@@ -313,18 +360,21 @@ fn journey(update: bool, limit: f64, rounds: usize, per_round: usize, slowdown: 
         eprintln!("FAIL: {} has no `ratio`", path.display());
         return 1;
     };
-    let change = (ratio / base - 1.0) * 100.0;
-    if change > limit {
+    let change = |ratio: f64| (ratio / base - 1.0) * 100.0;
+    let mut ratio = ratio;
+    if change(ratio) > limit {
         println!(
-            "FAIL: journey ratio {ratio:.3} is {change:+.1}% against the baseline {base:.3} (limit +{limit}%)"
+            "journey ratio {ratio:.3} is {:+.1}% against the baseline {base:.3}; measuring once more",
+            change(ratio)
         );
-        1
-    } else {
-        println!(
-            "ok: journey ratio {ratio:.3} is {change:+.1}% against the baseline {base:.3} (limit +{limit}%)"
-        );
-        0
+        ratio = ratio.min(measure());
     }
+    let verdict = if change(ratio) > limit { "FAIL" } else { "ok" };
+    println!(
+        "{verdict}: journey ratio {ratio:.3} is {:+.1}% against the baseline {base:.3} (limit +{limit}%)",
+        change(ratio)
+    );
+    u8::from(verdict == "FAIL")
 }
 
 fn main() -> std::process::ExitCode {

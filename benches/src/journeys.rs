@@ -2,7 +2,7 @@
 //! machine's Postgres and Redis) and the minimal server, which does no work and so serves as
 //! the calibration a wall-clock ratio is taken against.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apex_backend::{AppState, Config};
@@ -38,9 +38,51 @@ async fn serve_backend(config: Config) -> InProcess {
 
 /// The reference backend on its embedded stores (cheapest argon2, as in tests).
 pub async fn embedded_backend() -> InProcess {
+    embedded_backend_on(fixtures()).await
+}
+
+async fn embedded_backend_on(fixtures: PathBuf) -> InProcess {
     let mut config = Config::for_tests();
-    config.fixtures_dir = fixtures();
+    config.fixtures_dir = fixtures;
     serve_backend(config).await
+}
+
+/// Verified journeys against the embedded backend with the harness and the backend on one
+/// thread, so that callgrind counts the instructions of both (the `journey` workload of
+/// `bench-gate ir`). Password hashing runs on tokio's blocking pool and is not counted.
+pub struct SameThreadJourneys {
+    runtime: tokio::runtime::Runtime,
+    backend: InProcess,
+    http: reqwest::Client,
+    next: usize,
+}
+
+impl SameThreadJourneys {
+    /// Starts the backend with the fixtures in `fixtures` (a relative path keeps the
+    /// process the same wherever the checkout lives).
+    pub fn start(fixtures: &Path) -> Self {
+        apex_harness::client::install_crypto_provider();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let backend = runtime.block_on(embedded_backend_on(fixtures.to_owned()));
+        Self {
+            runtime,
+            backend,
+            http: reqwest::Client::new(),
+            next: 0,
+        }
+    }
+
+    /// One journey; its latency in microseconds.
+    pub fn run(&mut self) -> u64 {
+        self.next += 1;
+        let latency = self
+            .runtime
+            .block_on(journey(&self.http, &self.backend.target, self.next));
+        latency.as_micros() as u64
+    }
 }
 
 /// The reference backend on `APEX_DATABASE_URL` and `APEX_REDIS_URL` (schema `apex_bench`,
