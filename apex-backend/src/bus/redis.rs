@@ -80,6 +80,13 @@ struct Shared {
     degradations: AtomicU64,
     /// Events numbered locally while degraded, to write back on recovery.
     pending: Mutex<HashMap<Uuid, Vec<Arc<Event>>>>,
+    /// Keeps the two ways of numbering apart: appends through Redis hold it shared; an
+    /// append numbered here while degraded, and the recovery's write-back up to leaving
+    /// degraded mode, hold it exclusively. So local numbering starts only after every append
+    /// in flight to Redis has landed in the local head, and no append can be numbered locally
+    /// between the write-back and the switch back to Redis (which would give two events one
+    /// `seq`, and the second one would never be delivered).
+    numbering: tokio::sync::RwLock<()>,
     tickets: LocalTickets,
     append: redis::Script,
     sync: redis::Script,
@@ -273,8 +280,13 @@ impl Shared {
                 redis::cmd("PING").query_async::<String>(&mut conn),
             )
             .await;
-            if matches!(pong, Ok(Ok(_))) && self.write_back().await {
+            if !matches!(pong, Ok(Ok(_))) {
+                continue;
+            }
+            let numbering = self.numbering.write().await;
+            if self.write_back().await {
                 self.degraded.store(false, Ordering::SeqCst);
+                drop(numbering);
                 tracing::info!("redis answers again: event bus recovered");
                 self.resync_local().await;
             }
@@ -352,6 +364,7 @@ impl RedisBus {
             degraded: AtomicBool::new(false),
             degradations: AtomicU64::new(0),
             pending: Mutex::default(),
+            numbering: tokio::sync::RwLock::new(()),
             tickets: LocalTickets::default(),
             append: redis::Script::new(APPEND),
             sync: redis::Script::new(SYNC),
@@ -427,35 +440,46 @@ impl EventBus for RedisBus {
 
     async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError> {
         let shared = &self.0;
-        if !shared.is_degraded() {
-            let template = Event::new(draft.clone(), 0);
-            let body = serde_json::to_vec(&template).map_err(unavailable)?;
-            let mut conn = shared.conn.clone();
-            let mut invocation = shared.append.prepare_invoke();
-            invocation
-                .key(shared.key("seq", user_id))
-                .key(shared.key("stream", user_id))
-                .arg(body)
-                .arg(shared.options.retain);
-            if let Ok(seq) = shared
-                .bounded(invocation.invoke_async::<u64>(&mut conn))
-                .await
-            {
-                let event = Arc::new(Event { seq, ..template });
-                shared.local.insert(user_id, event.clone());
-                return Ok(event);
+        loop {
+            if !shared.is_degraded() {
+                let _numbering = shared.numbering.read().await;
+                if !shared.is_degraded() {
+                    let template = Event::new(draft.clone(), 0);
+                    let body = serde_json::to_vec(&template).map_err(unavailable)?;
+                    let mut conn = shared.conn.clone();
+                    let mut invocation = shared.append.prepare_invoke();
+                    invocation
+                        .key(shared.key("seq", user_id))
+                        .key(shared.key("stream", user_id))
+                        .arg(body)
+                        .arg(shared.options.retain);
+                    if let Ok(seq) = shared
+                        .bounded(invocation.invoke_async::<u64>(&mut conn))
+                        .await
+                    {
+                        let event = Arc::new(Event { seq, ..template });
+                        shared.local.insert(user_id, event.clone());
+                        return Ok(event);
+                    }
+                }
             }
+            let _numbering = shared.numbering.write().await;
+            if !shared.is_degraded() {
+                // Recovered while this append waited: Redis numbers it.
+                continue;
+            }
+            // Degraded: number it after the last seq this instance knows and write it back
+            // later.
+            let event = shared.local.append(user_id, draft);
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(user_id)
+                .or_default()
+                .push(event.clone());
+            return Ok(event);
         }
-        // Degraded: number it after the last seq this instance knows and write it back later.
-        let event = shared.local.append(user_id, draft);
-        shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(user_id)
-            .or_default()
-            .push(event.clone());
-        Ok(event)
     }
 
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {

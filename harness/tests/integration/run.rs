@@ -34,6 +34,10 @@ fn the_shipped_scenarios_pass_against_the_bundled_backend() {
     if std::env::var("APEX_DATABASE_URL").is_ok() && std::env::var("APEX_REDIS_URL").is_ok() {
         assert!(!out.contains("SKIP"), "{out}");
         assert!(out.contains("PASS  Redis down for 5 s mid-run"), "{out}");
+        assert!(
+            out.contains("PASS  Redis down while journeys come and go"),
+            "{out}"
+        );
     }
     let document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
