@@ -1,12 +1,21 @@
-//! Tokens and passwords: HS256 JWTs with strict verification, argon2id hashing off the async
-//! threads.
+//! Tokens and passwords: HS256 JWTs (RFC 7519, compact JWS of RFC 7515) with strict
+//! verification, argon2id hashing off the async threads.
+//!
+//! The JWTs are signed and verified here on the `hmac` and `sha2` crates the Postgres driver
+//! already builds, instead of through a JWT library: the only one with a pure-Rust backend
+//! brings a second generation of the RustCrypto crates and RSA and elliptic curves this
+//! backend never uses (about 35 crates). Interoperability is pinned by tokens made elsewhere
+//! (see the tests), and the fuzz target `token` checks tampering against `jsonwebtoken`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use uuid::Uuid;
 
 /// Which kind of token a JWT is; an access token is never accepted as a refresh token and the
@@ -50,9 +59,7 @@ pub enum TokenError {
 
 /// Signs and verifies tokens with one HS256 secret.
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    mac: Hmac<Sha256>,
     issuer: String,
     audience: String,
 }
@@ -73,19 +80,32 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY_SECS: u64 = 5;
+
+/// The JOSE header of every token issued.
+const HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// The JOSE header fields verification looks at; others are ignored.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    typ: Option<String>,
+    /// Extensions the verifier must understand (RFC 7515 §4.1.11): none are, so any is refused.
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+fn b64_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
 impl TokenKeys {
     pub fn new(secret: &[u8], issuer: &str, audience: &str) -> Self {
-        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.algorithms = vec![jsonwebtoken::Algorithm::HS256];
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = 5;
-        validation.validate_nbf = true;
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            mac: Hmac::new_from_slice(secret).expect("HMAC takes keys of any length"),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
@@ -100,7 +120,7 @@ impl TokenKeys {
         ttl_secs: u64,
     ) -> String {
         let iat = unix_now();
-        let claims = Claims {
+        self.sign(&Claims {
             sub: user_id,
             email: email.to_owned(),
             iat,
@@ -109,37 +129,78 @@ impl TokenKeys {
             aud: self.audience.clone(),
             jti: Uuid::new_v4(),
             token_type,
-        };
-        jsonwebtoken::encode(
-            &Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )
-        .expect("HS256 signing cannot fail")
+        })
     }
 
-    /// Verifies signature, algorithm, `exp`, `iss`, `aud` and `token_type`.
+    /// Signs `claims` as they are (tests use it to make expired or foreign tokens).
+    pub fn sign(&self, claims: &Claims) -> String {
+        let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(HEADER),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let mut mac = self.mac.clone();
+        mac.update(signing_input.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{signature}")
+    }
+
+    /// Verifies the form, the algorithm (HS256 only), the signature (in constant time), `exp`
+    /// and `nbf` (5 s leeway), `iss`, `aud` and `token_type`. Every claim of [`Claims`] is
+    /// required.
     pub fn verify(&self, token: &str, expected: TokenType) -> Result<Claims, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::BadAlgorithm
-                }
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    TokenError::WrongIssuerOrAudience
-                }
-                _ => TokenError::Malformed,
-            })?;
-        if data.claims.token_type != expected {
+        let Some((signed, signature)) = token.rsplit_once('.') else {
+            return Err(TokenError::Malformed);
+        };
+        let Some((header, payload)) = signed.split_once('.') else {
+            return Err(TokenError::Malformed);
+        };
+        if payload.contains('.') {
+            return Err(TokenError::Malformed);
+        }
+        let header: JoseHeader = b64_json(header)?;
+        if header.alg != "HS256" {
+            return Err(TokenError::BadAlgorithm);
+        }
+        if header.crit.is_some()
+            || header
+                .typ
+                .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(TokenError::Malformed);
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac.clone();
+        mac.update(signed.as_bytes());
+        mac.verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
+
+        let claims: serde_json::Value = b64_json(payload)?;
+        let nbf = match claims.get("nbf") {
+            None => None,
+            Some(nbf) => Some(nbf.as_u64().ok_or(TokenError::Malformed)?),
+        };
+        let claims = Claims::deserialize(claims).map_err(|_| TokenError::Malformed)?;
+        let now = unix_now();
+        if claims.exp.saturating_add(LEEWAY_SECS) < now {
+            return Err(TokenError::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
+            return Err(TokenError::Malformed);
+        }
+        if claims.iss != self.issuer || claims.aud != self.audience {
+            return Err(TokenError::WrongIssuerOrAudience);
+        }
+        if claims.token_type != expected {
             return Err(TokenError::WrongType(match expected {
                 TokenType::Access => "an access token",
                 TokenType::Refresh => "a refresh token",
             }));
         }
-        Ok(data.claims)
+        Ok(claims)
     }
 }
 
@@ -184,23 +245,10 @@ impl PasswordHashing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64_helpers::b64;
 
-    mod base64_helpers {
-        /// Unpadded base64url, enough to forge tokens in tests.
-        pub fn b64(bytes: &[u8]) -> String {
-            const ALPHABET: &[u8] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            let mut out = String::new();
-            for chunk in bytes.chunks(3) {
-                let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
-                    << (8 * (3 - chunk.len()));
-                for i in 0..=chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        }
+    /// Unpadded base64url, to forge tokens.
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     fn keys() -> TokenKeys {
@@ -255,8 +303,9 @@ mod tests {
             r#"{"alg":"HS512","typ":"JWT"}"#,
         ] {
             let token = format!("{}.{}.", b64(header.as_bytes()), b64(claims.as_bytes()));
-            assert!(
-                keys().verify(&token, TokenType::Access).is_err(),
+            assert_eq!(
+                keys().verify(&token, TokenType::Access),
+                Err(TokenError::BadAlgorithm),
                 "{header}"
             );
         }
@@ -272,15 +321,127 @@ mod tests {
             )
             .unwrap();
         claims.exp = unix_now() - 120;
-        let token = jsonwebtoken::encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(b"secret"),
-        )
-        .unwrap();
+        let token = keys.sign(&claims);
         assert_eq!(
             keys.verify(&token, TokenType::Access),
             Err(TokenError::Expired)
+        );
+    }
+
+    /// Made with Python's `hmac`, `hashlib` and `base64`, independently of this module: the
+    /// header as this module writes it, and as `jsonwebtoken` writes it (`typ` first).
+    const INTEROP: [&str; 2] = [
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI3YjBlM2MxYS0yZjRkLTRlNWItOWE2Yy04ZDdlNmY1YTRiM2MiLCJlbWFpbCI6InZ1MDFAYXBleC50ZXN0IiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjQwMDAwMDAwMDAsImlzcyI6Im5ldHJhLWFwZXgiLCJhdWQiOiJuZXRyYS1hcGV4LWNoYXQiLCJqdGkiOiIwMDAwMDAwMC0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDEiLCJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.M0nKgZ1UXkvR3c-vcEgYawv0OJkQyNfEO4DDGnO50w8",
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3YjBlM2MxYS0yZjRkLTRlNWItOWE2Yy04ZDdlNmY1YTRiM2MiLCJlbWFpbCI6InZ1MDFAYXBleC50ZXN0IiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjQwMDAwMDAwMDAsImlzcyI6Im5ldHJhLWFwZXgiLCJhdWQiOiJuZXRyYS1hcGV4LWNoYXQiLCJqdGkiOiIwMDAwMDAwMC0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDEiLCJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.GeQbq9hNWBbrhFfAkMRun7ic5boBxQ-aiMLUPEv1oP0",
+    ];
+
+    fn interop_keys() -> TokenKeys {
+        TokenKeys::new(b"interop-secret", "netra-apex", "netra-apex-chat")
+    }
+
+    #[test]
+    fn tokens_made_elsewhere_verify_and_signing_matches_them() {
+        let keys = interop_keys();
+        for token in INTEROP {
+            let claims = keys.verify(token, TokenType::Access).unwrap();
+            assert_eq!(claims.email, "vu01@apex.test");
+            assert_eq!(claims.exp, 4_000_000_000);
+        }
+        let claims = keys.verify(INTEROP[0], TokenType::Access).unwrap();
+        assert_eq!(keys.sign(&claims), INTEROP[0]);
+    }
+
+    #[test]
+    fn every_single_character_change_is_refused() {
+        let keys = interop_keys();
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+        for (i, c) in INTEROP[0].char_indices() {
+            for replacement in alphabet.chars().filter(|r| *r != c).step_by(7) {
+                let mut token = INTEROP[0].to_owned();
+                token.replace_range(i..=i, &replacement.to_string());
+                assert!(
+                    keys.verify(&token, TokenType::Access).is_err(),
+                    "{token} verified"
+                );
+            }
+        }
+        for token in [
+            format!("{}=", INTEROP[0]),
+            format!("{}.", INTEROP[0]),
+            format!("{}.x", INTEROP[0]),
+            INTEROP[0].replacen('.', "..", 1),
+            String::new(),
+            "..".into(),
+        ] {
+            assert_eq!(
+                keys.verify(&token, TokenType::Access),
+                Err(TokenError::Malformed),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_critical_headers_other_types_and_future_nbf_are_refused() {
+        let keys = keys();
+        let mut claims = serde_json::to_value(
+            keys.verify(
+                &keys.issue(Uuid::new_v4(), "a@apex.test", TokenType::Access, 60),
+                TokenType::Access,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let forge = |header: &str, claims: &serde_json::Value| {
+            let signed = format!(
+                "{}.{}",
+                b64(header.as_bytes()),
+                b64(claims.to_string().as_bytes())
+            );
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
+            mac.update(signed.as_bytes());
+            format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
+        };
+        assert!(
+            keys.verify(&forge(r#"{"alg":"HS256"}"#, &claims), TokenType::Access)
+                .is_ok(),
+            "typ is optional"
+        );
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#,
+            r#"{"alg":"HS256","typ":"at+jwt"}"#,
+            r#"{"typ":"JWT"}"#,
+        ] {
+            assert_eq!(
+                keys.verify(&forge(header, &claims), TokenType::Access),
+                Err(TokenError::Malformed),
+                "{header}"
+            );
+        }
+        claims["nbf"] = serde_json::json!(unix_now() + 3600);
+        assert_eq!(
+            keys.verify(
+                &forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims),
+                TokenType::Access
+            ),
+            Err(TokenError::Malformed)
+        );
+        claims["nbf"] = serde_json::json!(unix_now() - 1);
+        assert!(
+            keys.verify(
+                &forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims),
+                TokenType::Access
+            )
+            .is_ok()
+        );
+        claims.as_object_mut().unwrap().remove("exp");
+        assert_eq!(
+            keys.verify(
+                &forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims),
+                TokenType::Access
+            ),
+            Err(TokenError::Malformed),
+            "exp is required"
         );
     }
 

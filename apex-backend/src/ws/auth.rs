@@ -32,27 +32,18 @@ fn subprotocol_token(offered: &[String]) -> Option<String> {
     decode_base64url(raw).and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
+/// base64url or standard base64, padded or not.
 fn decode_base64url(text: &str) -> Option<Vec<u8>> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    Some(out)
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    URL_SAFE
+        .decode(text)
+        .or_else(|_| STANDARD.decode(text))
+        .ok()
 }
 
 pub async fn authenticate(
@@ -125,10 +116,16 @@ mod tests {
             subprotocol_token(&["jwt.a.b.c".into()]).as_deref(),
             Some("a.b.c")
         );
-        // "a.b.c" base64url-encoded.
-        assert_eq!(
-            subprotocol_token(&["jwt.YS5iLmM".into()]).as_deref(),
-            Some("a.b.c")
-        );
+        // "a.b.c" base64url-encoded, unpadded and padded.
+        for offered in ["jwt.YS5iLmM", "jwt.YS5iLmM="] {
+            assert_eq!(
+                subprotocol_token(&[offered.into()]).as_deref(),
+                Some("a.b.c")
+            );
+        }
+        // "??>" in either alphabet.
+        for offered in ["jwt.Pz8-", "jwt.Pz8+"] {
+            assert_eq!(subprotocol_token(&[offered.into()]).as_deref(), Some("??>"));
+        }
     }
 }

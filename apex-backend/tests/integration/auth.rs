@@ -1,7 +1,6 @@
 //! Login, refresh and token verification at the HTTP API and the WebSocket handshake.
 
-use apex_backend::auth::{Claims, TokenType, unix_now};
-use jsonwebtoken::{EncodingKey, Header};
+use apex_backend::auth::{Claims, TokenKeys, TokenType, unix_now};
 use serde_json::json;
 use tokio_tungstenite::tungstenite;
 
@@ -101,12 +100,7 @@ async fn handshakes_without_or_with_bad_tokens_are_refused_before_the_upgrade() 
     let good = server.login(ALICE).await;
     let claims = claims_for(&server, &good);
     let sign = |claims: &Claims, secret: &[u8]| {
-        jsonwebtoken::encode(
-            &Header::default(),
-            claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        TokenKeys::new(secret, &claims.iss, &claims.aud).sign(claims)
     };
     let expired = sign(
         &Claims {
