@@ -83,8 +83,15 @@ pub fn unix_now() -> u64 {
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
-/// The JOSE header of every token issued.
-const HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
+/// The JOSE header of every token issued (docs/protocol.md §2.9).
+const HEADER: &[u8] = br#"{"typ":"JWT","alg":"HS256"}"#;
+
+/// The JWS algorithms of RFC 7518 other than HS256: named, but not allowed here
+/// (`BadAlgorithm`). `none` and names outside the registry make a token malformed.
+const OTHER_ALGORITHMS: [&str; 12] = [
+    "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384",
+    "PS512", "EdDSA",
+];
 
 /// The JOSE header fields verification looks at; others are ignored.
 #[derive(Deserialize)]
@@ -160,8 +167,12 @@ impl TokenKeys {
             return Err(TokenError::Malformed);
         }
         let header: JoseHeader = b64_json(header)?;
-        if header.alg != "HS256" {
+        if OTHER_ALGORITHMS.contains(&header.alg.as_str()) {
             return Err(TokenError::BadAlgorithm);
+        }
+        if header.alg != "HS256" || signature.is_empty() {
+            // `alg: none`, an unknown name, or an unsigned token.
+            return Err(TokenError::Malformed);
         }
         if header.crit.is_some()
             || header
@@ -298,14 +309,35 @@ mod tests {
             unix_now() + 60,
             Uuid::new_v4()
         );
-        for header in [
-            r#"{"alg":"none","typ":"JWT"}"#,
-            r#"{"alg":"HS512","typ":"JWT"}"#,
+        // As docs/protocol.md §2.9 says: a named other algorithm is not allowed, `none` or
+        // an unsigned token is malformed.
+        for (header, signature, expected) in [
+            (r#"{"alg":"none","typ":"JWT"}"#, "", TokenError::Malformed),
+            (
+                r#"{"alg":"HS512","typ":"JWT"}"#,
+                "c2ln",
+                TokenError::BadAlgorithm,
+            ),
+            (
+                r#"{"alg":"RS256","typ":"JWT"}"#,
+                "c2ln",
+                TokenError::BadAlgorithm,
+            ),
+            (r#"{"alg":"HS256","typ":"JWT"}"#, "", TokenError::Malformed),
+            (
+                r#"{"alg":"hs256","typ":"JWT"}"#,
+                "c2ln",
+                TokenError::Malformed,
+            ),
         ] {
-            let token = format!("{}.{}.", b64(header.as_bytes()), b64(claims.as_bytes()));
+            let token = format!(
+                "{}.{}.{signature}",
+                b64(header.as_bytes()),
+                b64(claims.as_bytes())
+            );
             assert_eq!(
                 keys().verify(&token, TokenType::Access),
-                Err(TokenError::BadAlgorithm),
+                Err(expected),
                 "{header}"
             );
         }
@@ -328,8 +360,8 @@ mod tests {
         );
     }
 
-    /// Made with Python's `hmac`, `hashlib` and `base64`, independently of this module: the
-    /// header as this module writes it, and as `jsonwebtoken` writes it (`typ` first).
+    /// Made with Python's `hmac`, `hashlib` and `base64`, independently of this module: with
+    /// `alg` first, and with `typ` first as this module and `jsonwebtoken` write it.
     const INTEROP: [&str; 2] = [
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI3YjBlM2MxYS0yZjRkLTRlNWItOWE2Yy04ZDdlNmY1YTRiM2MiLCJlbWFpbCI6InZ1MDFAYXBleC50ZXN0IiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjQwMDAwMDAwMDAsImlzcyI6Im5ldHJhLWFwZXgiLCJhdWQiOiJuZXRyYS1hcGV4LWNoYXQiLCJqdGkiOiIwMDAwMDAwMC0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDEiLCJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.M0nKgZ1UXkvR3c-vcEgYawv0OJkQyNfEO4DDGnO50w8",
         "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3YjBlM2MxYS0yZjRkLTRlNWItOWE2Yy04ZDdlNmY1YTRiM2MiLCJlbWFpbCI6InZ1MDFAYXBleC50ZXN0IiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjQwMDAwMDAwMDAsImlzcyI6Im5ldHJhLWFwZXgiLCJhdWQiOiJuZXRyYS1hcGV4LWNoYXQiLCJqdGkiOiIwMDAwMDAwMC0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDEiLCJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.GeQbq9hNWBbrhFfAkMRun7ic5boBxQ-aiMLUPEv1oP0",
@@ -347,8 +379,8 @@ mod tests {
             assert_eq!(claims.email, "vu01@apex.test");
             assert_eq!(claims.exp, 4_000_000_000);
         }
-        let claims = keys.verify(INTEROP[0], TokenType::Access).unwrap();
-        assert_eq!(keys.sign(&claims), INTEROP[0]);
+        let claims = keys.verify(INTEROP[1], TokenType::Access).unwrap();
+        assert_eq!(keys.sign(&claims), INTEROP[1]);
     }
 
     #[test]
