@@ -79,6 +79,11 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let drain = state.clone();
+    // Before any run of this life can start, the running runs under this instance's name are
+    // leftovers of its previous life.
+    if let Err(e) = run::interrupt_orphaned_runs(&state, true).await {
+        tracing::warn!(error = %e, "could not sweep the runs of this instance's previous life");
+    }
     let sweeper = tokio::spawn(sweep_orphaned_runs(state.clone()));
     axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(async move {
@@ -110,15 +115,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// Marks interrupted the runs orphaned by a restart of this instance (at once) and by dead
-/// instances (when their heartbeat goes stale), and keeps looking.
+/// Marks interrupted the runs whose heartbeat went stale (a dead instance, or a hung run),
+/// and keeps looking. This instance's live runs renew their heartbeat as they progress.
 async fn sweep_orphaned_runs(state: AppState) {
     let every = (state.config.run_stale_after() / 2).max(Duration::from_millis(500));
     loop {
-        if let Err(e) = run::interrupt_orphaned_runs(&state).await {
+        tokio::time::sleep(every).await;
+        if let Err(e) = run::interrupt_orphaned_runs(&state, false).await {
             tracing::warn!(error = %e, "could not sweep orphaned runs");
         }
-        tokio::time::sleep(every).await;
     }
 }
 

@@ -228,11 +228,15 @@ async fn checkpoint(
 }
 
 /// Marks interrupted the runs this instance owned before a restart and the runs of instances
-/// that stopped beating, and tells each user on their stream.
-pub async fn interrupt_orphaned_runs(state: &AppState) -> Result<usize, StoreError> {
+/// that stopped beating, and tells each user on their stream. `restarted` only before this
+/// instance serves: afterwards its runs are live ones.
+pub async fn interrupt_orphaned_runs(
+    state: &AppState,
+    restarted: bool,
+) -> Result<usize, StoreError> {
     let runs = state
         .store
-        .interrupt_orphaned_runs(&state.server_id, state.config.run_stale_after())
+        .interrupt_orphaned_runs(&state.server_id, restarted, state.config.run_stale_after())
         .await?;
     for run in &runs {
         state.metrics.runs_interrupted.fetch_add(1, Relaxed);

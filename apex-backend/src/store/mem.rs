@@ -157,6 +157,7 @@ impl Store for MemStore {
     async fn interrupt_orphaned_runs(
         &self,
         owner: &str,
+        restarted: bool,
         stale_after: Duration,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut t = self.tables();
@@ -167,7 +168,7 @@ impl Store for MemStore {
         let mut interrupted = Vec::new();
         for run in runs.values_mut().filter(|r| r.status == RunStatus::Running) {
             let beat = run_times.get(&run.id).copied().unwrap_or(now);
-            if run.server_id == owner || now.duration_since(beat) > stale_after {
+            if (restarted && run.server_id == owner) || now.duration_since(beat) > stale_after {
                 run.status = RunStatus::Interrupted;
                 run_times.insert(run.id, now);
                 interrupted.push(run.clone());

@@ -122,11 +122,14 @@ pub trait Store: Send + Sync + 'static {
         run_id: Uuid,
         partial: serde_json::Value,
     ) -> Result<(), StoreError>;
-    /// Marks interrupted every running run owned by `owner` (a restart of that instance) or
-    /// whose heartbeat is older than `stale_after` (its instance died); returns them.
+    /// Marks interrupted the running runs whose heartbeat is older than `stale_after` (their
+    /// instance died or the run hung) and, when `restarted`, every running run owned by
+    /// `owner` (left by this instance's previous life); returns them. Without `restarted`,
+    /// `owner`'s runs with a fresh heartbeat are untouched: they are this instance's live runs.
     async fn interrupt_orphaned_runs(
         &self,
         owner: &str,
+        restarted: bool,
         stale_after: Duration,
     ) -> Result<Vec<RunRecord>, StoreError>;
     /// Runs of the user interrupted within the last `within`, newest first.

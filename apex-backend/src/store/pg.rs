@@ -460,6 +460,7 @@ impl Store for PgStore {
     async fn interrupt_orphaned_runs(
         &self,
         owner: &str,
+        restarted: bool,
         stale_after: Duration,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let rows: Vec<RunRow> = self
@@ -467,11 +468,13 @@ impl Store for PgStore {
                 sqlx::query_as(
                     "UPDATE runs SET status = 'interrupted', finished_at = now()
                      WHERE status = 'running'
-                       AND (server_id = $1 OR heartbeat_at < now() - make_interval(secs => $2))
+                       AND ((server_id = $1 AND $3)
+                            OR heartbeat_at < now() - make_interval(secs => $2))
                      RETURNING id, user_id, thread_id, server_id, status, result",
                 )
                 .bind(owner)
                 .bind(stale_after.as_secs_f64())
+                .bind(restarted)
                 .fetch_all(&self.pool),
             )
             .await?;

@@ -133,13 +133,22 @@ async fn store_contract(store: Arc<dyn Store>) {
     // Another owner with a fresh heartbeat: nothing to interrupt.
     assert!(
         store
-            .interrupt_orphaned_runs("contract-b", Duration::from_secs(60))
+            .interrupt_orphaned_runs("contract-b", false, Duration::from_secs(60))
             .await
             .unwrap()
             .is_empty()
     );
+    // Its owner, sweeping its live runs: untouched.
+    assert!(
+        store
+            .interrupt_orphaned_runs("contract-a", false, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Its owner, restarted: its runs are leftovers.
     let interrupted = store
-        .interrupt_orphaned_runs("contract-a", Duration::from_secs(60))
+        .interrupt_orphaned_runs("contract-a", true, Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(

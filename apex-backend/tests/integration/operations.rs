@@ -77,6 +77,18 @@ async fn shutdown_lets_the_run_finish_then_closes_with_1001() {
     stopping.await.unwrap();
 }
 
+/// The orphan sweep runs every `run_stale_secs / 2`; it must never take this instance's own
+/// live runs for orphans (it once interrupted every run in flight at each sweep).
+#[tokio::test]
+async fn the_orphan_sweep_leaves_the_instances_live_runs_alone() {
+    let server = TestServer::start_with(|c| {
+        c.think_time_ms = 200;
+        c.run_stale_secs = 2;
+    })
+    .await;
+    assert_live_runs_survive_sweeps(&server).await;
+}
+
 #[tokio::test]
 async fn runs_past_the_grace_period_are_marked_interrupted() {
     let server = TestServer::start_with(|c| {

@@ -200,6 +200,20 @@ fn spawn_backend(services: &Isolated, server_id: &str) -> (Child, String) {
 }
 
 #[tokio::test]
+async fn the_orphan_sweep_leaves_the_instances_live_runs_alone_on_postgres() {
+    let services =
+        services_or_skip!("the_orphan_sweep_leaves_the_instances_live_runs_alone_on_postgres");
+    let server = TestServer::start_on(&services, |c| {
+        c.think_time_ms = 200;
+        c.run_stale_secs = 2;
+    })
+    .await;
+    assert_live_runs_survive_sweeps(&server).await;
+    server.stop().await;
+    services.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_killed_instance_leaves_its_run_interrupted_with_partial_results_after_restart() {
     let services = services_or_skip!(
         "a_killed_instance_leaves_its_run_interrupted_with_partial_results_after_restart"

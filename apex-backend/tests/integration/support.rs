@@ -607,3 +607,20 @@ impl Isolated {
         remove(&self.urls, &self.schema, &self.prefix).await;
     }
 }
+
+/// Two runs back to back on a server whose orphan sweep runs every second (`run_stale_secs`
+/// 2, think time 200 ms: each run spans at least one sweep): both complete, and the store
+/// records them completed, not interrupted.
+pub async fn assert_live_runs_survive_sweeps(server: &TestServer) {
+    let mut client = server.client(ALICE).await;
+    for question in [
+        "where am I wasting money?",
+        "and what would you change first?",
+    ] {
+        let events = client.ask(question).await;
+        assert_complete_run(&events);
+        let run_id: uuid::Uuid = events[0]["run_id"].as_str().unwrap().parse().unwrap();
+        let run = server.state.store.run(run_id).await.unwrap().unwrap();
+        assert_eq!(run.status, apex_backend::store::RunStatus::Completed);
+    }
+}
