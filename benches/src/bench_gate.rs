@@ -342,7 +342,7 @@ fn journey(update: bool, limit: f64, rounds: usize, per_round: usize, slowdown: 
         );
         ratio
     };
-    let ratio = measure();
+    let mut ratio = measure();
     let path = baselines().join("journey.json");
     if update {
         return write_baseline(
@@ -362,7 +362,6 @@ fn journey(update: bool, limit: f64, rounds: usize, per_round: usize, slowdown: 
         return 1;
     };
     let change = |ratio: f64| (ratio / base - 1.0) * 100.0;
-    let mut ratio = ratio;
     if change(ratio) > limit {
         println!(
             "journey ratio {ratio:.3} is {:+.1}% against the baseline {base:.3}; measuring once more",

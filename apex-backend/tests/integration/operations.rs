@@ -81,11 +81,7 @@ async fn shutdown_lets_the_run_finish_then_closes_with_1001() {
 /// live runs for orphans (it once interrupted every run in flight at each sweep).
 #[tokio::test]
 async fn the_orphan_sweep_leaves_the_instances_live_runs_alone() {
-    let server = TestServer::start_with(|c| {
-        c.think_time_ms = 200;
-        c.run_stale_secs = 2;
-    })
-    .await;
+    let server = TestServer::start_with(frequent_sweeps).await;
     assert_live_runs_survive_sweeps(&server).await;
 }
 

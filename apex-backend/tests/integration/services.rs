@@ -203,11 +203,7 @@ fn spawn_backend(services: &Isolated, server_id: &str) -> (Child, String) {
 async fn the_orphan_sweep_leaves_the_instances_live_runs_alone_on_postgres() {
     let services =
         services_or_skip!("the_orphan_sweep_leaves_the_instances_live_runs_alone_on_postgres");
-    let server = TestServer::start_on(&services, |c| {
-        c.think_time_ms = 200;
-        c.run_stale_secs = 2;
-    })
-    .await;
+    let server = TestServer::start_on(&services, frequent_sweeps).await;
     assert_live_runs_survive_sweeps(&server).await;
     server.stop().await;
     services.cleanup().await;

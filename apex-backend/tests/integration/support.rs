@@ -608,9 +608,15 @@ impl Isolated {
     }
 }
 
-/// Two runs back to back on a server whose orphan sweep runs every second (`run_stale_secs`
-/// 2, think time 200 ms: each run spans at least one sweep): both complete, and the store
-/// records them completed, not interrupted.
+/// An orphan sweep every second (`run_stale_secs` 2) and runs of over two seconds (think
+/// time 200 ms), so that each run spans at least one sweep.
+pub fn frequent_sweeps(config: &mut Config) {
+    config.think_time_ms = 200;
+    config.run_stale_secs = 2;
+}
+
+/// Two runs back to back on a server configured with [`frequent_sweeps`]: both complete,
+/// and the store records them completed, not interrupted.
 pub async fn assert_live_runs_survive_sweeps(server: &TestServer) {
     let mut client = server.client(ALICE).await;
     for question in [
