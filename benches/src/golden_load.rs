@@ -155,7 +155,8 @@ async fn run(
 ) -> (Vec<Duration>, Vec<String>, Duration) {
     let http = Target::parse(&base)
         .expect("the backend's URL")
-        .http_client();
+        .http_client()
+        .expect("an HTTP client");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -190,9 +191,9 @@ async fn run(
 
 /// The service mode the server reports on `/ready`.
 async fn server_mode(base: &str) -> String {
-    let http = Target::parse(base)
-        .map(|t| t.http_client())
-        .unwrap_or_default();
+    let Ok(Ok(http)) = Target::parse(base).map(|t| t.http_client()) else {
+        return "?".into();
+    };
     let Ok(response) = http.get(format!("{base}/ready")).send().await else {
         return "?".into();
     };

@@ -57,6 +57,7 @@ impl Harness {
                 progress: false,
                 baseline: None,
                 dependencies: None,
+                cutoff: Default::default(),
             },
         }
     }

@@ -32,6 +32,9 @@ pub enum Command {
         /// Scenario files or folders (searched for *.yaml / *.yml).
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
+        /// Fixtures folder: `near_truth` keys must exist in its `expected/*.yaml`.
+        #[arg(long, default_value = "fixtures")]
+        fixtures: PathBuf,
     },
     /// List scenarios with their tags and step counts.
     List {
@@ -115,10 +118,10 @@ pub struct Selection {
     #[arg(long)]
     pub scenario: Option<String>,
     /// Virtual users, overriding each scenario's `load.vus`.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub vus: Option<u32>,
     /// Journeys per virtual user, overriding `load.iterations`.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub iterations: Option<u32>,
     /// An extra threshold, `metric: expression` (repeatable).
     #[arg(long = "threshold")]
@@ -157,10 +160,30 @@ pub struct RunArgs {
     /// Write a Markdown report here (for CI step summaries).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Stop at the first failed journey: journeys still running are cut short, scenarios
+    /// not yet started are not run (the summary says which); exit 1.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Bound the whole run (`90s`, `5m`): when it runs out, journeys still waiting fail as
+    /// `timeout` with what they waited for, and scenarios not yet started are not run.
+    #[arg(long, value_name = "DURATION", value_parser = max_duration)]
+    pub max_duration: Option<std::time::Duration>,
 }
 
-/// Loads every scenario under `paths`, printing diagnostics; `None` if any failed.
-fn load_all(paths: &[PathBuf], err: &mut impl Write) -> Option<Vec<ScenarioFile>> {
+fn max_duration(text: &str) -> Result<std::time::Duration, String> {
+    match crate::scenario::parse_duration(text)? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
+    }
+}
+
+/// Loads every scenario under `paths`, printing diagnostics; `None` if any failed. With
+/// `fixtures`, `near_truth` keys are checked against its truths too.
+fn load_all(
+    paths: &[PathBuf],
+    fixtures: Option<&std::path::Path>,
+    err: &mut impl Write,
+) -> Option<Vec<ScenarioFile>> {
     let files = match discover(paths) {
         Ok(files) if !files.is_empty() => files,
         Ok(_) => {
@@ -174,8 +197,21 @@ fn load_all(paths: &[PathBuf], err: &mut impl Write) -> Option<Vec<ScenarioFile>
     };
     let mut loaded = Vec::new();
     let mut failed = false;
+    let truths = fixtures.map(crate::runner::truth_keys);
     for file in files {
-        match load(&file) {
+        let checked = load(&file).and_then(|scenario| match &truths {
+            Some(keys) => {
+                let source = std::fs::read_to_string(&file).unwrap_or_default();
+                let unknown = crate::scenario::unknown_truths(&scenario, &source, keys);
+                if unknown.is_empty() {
+                    Ok(scenario)
+                } else {
+                    Err(unknown)
+                }
+            }
+            None => Ok(scenario),
+        });
+        match checked {
             Ok(scenario) => loaded.push(scenario),
             Err(diagnostics) => {
                 failed = true;
@@ -197,7 +233,7 @@ struct Prepared {
 
 /// Loads and filters the scenarios, checks profile and thresholds, builds the runtime.
 fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Result<Prepared, u8> {
-    let scenarios = load_all(paths, err).ok_or(exit_codes::USAGE)?;
+    let scenarios = load_all(paths, Some(&select.fixtures), err).ok_or(exit_codes::USAGE)?;
     let selected: Vec<_> = scenarios
         .into_iter()
         .filter(|f| select.tag.is_empty() || f.scenario.tags.iter().any(|t| select.tag.contains(t)))
@@ -262,6 +298,7 @@ fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Resul
         progress: true,
         baseline: None,
         dependencies: None,
+        cutoff: Default::default(),
     };
     Ok(Prepared {
         scenarios: selected,
@@ -360,6 +397,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
             };
         options.target = target.clone();
         options.dependencies = dependencies;
+        options.cutoff = crate::runner::Cutoff::start(args.max_duration, args.fail_fast);
         let report = crate::runner::run(&scenarios, &options).await;
         let _ = write!(out, "{}", report.redact(&crate::report::summary(&report)));
         let reports = [
@@ -467,7 +505,7 @@ pub fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Command::Run(args) => run(*args, out, err),
         Command::Compare(args) => compare(&args, out, err),
         Command::Canary(args) => canary(*args, out, err),
-        Command::Validate { paths } => match load_all(&paths, err) {
+        Command::Validate { paths, fixtures } => match load_all(&paths, Some(&fixtures), err) {
             Some(scenarios) => {
                 for file in &scenarios {
                     let _ = writeln!(
@@ -482,7 +520,7 @@ pub fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
             }
             None => exit_codes::USAGE,
         },
-        Command::List { paths, tag } => match load_all(&paths, err) {
+        Command::List { paths, tag } => match load_all(&paths, None, err) {
             Some(scenarios) => {
                 for file in scenarios
                     .iter()

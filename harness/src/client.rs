@@ -1,9 +1,7 @@
 //! The client side of a journey: login over HTTP, a WebSocket connection by any transport,
 //! and every received frame recorded in a [`Transcript`]. Failures come back classified
-//! (`auth_rejected`, `handshake_failed`, `timeout`, `ws_1011`), never as a bare "error".
-//!
-//! Plain `http://` / `ws://` targets only so far; TLS (`https://`, `wss://`) comes with the
-//! runner.
+//! (`auth_rejected`, `handshake_failed`, `timeout`, `ws_1011`, `connection_lost`), never as
+//! a bare "error". `http://`/`ws://` and, with rustls, `https://`/`wss://` targets.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,22 +131,47 @@ impl Target {
         format!("{scheme}://{}/ws{query}", self.authority)
     }
 
-    /// An HTTP client for this target (its TLS settings included).
-    pub fn http_client(&self) -> reqwest::Client {
+    /// An HTTP client for this target (its TLS settings and fault-proxy routing included).
+    /// A client that cannot be built is an error: a default client would silently drop the
+    /// custom CA and the proxy.
+    pub fn http_client(&self) -> Result<reqwest::Client, String> {
         install_crypto_provider();
         let builder = reqwest::Client::builder();
         let builder = match &self.tls {
             Some(config) => builder.tls_backend_preconfigured((**config).clone()),
             None => builder,
         };
-        let builder = match self
-            .connect_to
-            .and_then(|addr| reqwest::Proxy::all(format!("http://{addr}")).ok())
-        {
-            Some(proxy) => builder.proxy(proxy),
+        let builder = match self.connect_to {
+            Some(addr) => builder.proxy(
+                reqwest::Proxy::all(format!("http://{addr}"))
+                    .map_err(|e| format!("fault proxy {addr}: {e}"))?,
+            ),
             None => builder,
         };
-        builder.build().unwrap_or_default()
+        build_http_client(builder)
+    }
+}
+
+fn build_http_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Sends a request; when it failed before any answer arrived (a pooled keep-alive connection
+/// the server had just closed, a reset), sends it once more: the failed connection is gone
+/// from the pool, so the second try goes out on a fresh one. Only for requests that are
+/// safe to repeat (login, tickets, idempotent methods). A timeout is never retried.
+pub async fn send_retrying(
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let again = request.try_clone();
+    match request.send().await {
+        Err(e) if (e.is_request() || e.is_connect()) && !e.is_timeout() => match again {
+            Some(again) => again.send().await,
+            None => Err(e),
+        },
+        answered => answered,
     }
 }
 
@@ -186,9 +209,8 @@ pub async fn login(
     let request = http
         .post(target.http("/api/auth/login"))
         .json(&json!({ "email": email, "password": password }))
-        .timeout(timeout)
-        .send();
-    let response = request.await.map_err(|e| {
+        .timeout(timeout);
+    let response = send_retrying(request).await.map_err(|e| {
         let class = if e.is_timeout() {
             FailureClass::Timeout
         } else {
@@ -272,18 +294,16 @@ pub async fn connect_with(
     let token = token.unwrap_or_default();
     let mut query = match transport {
         Transport::Ticket => {
-            let answer = http
+            let request = http
                 .post(target.http("/api/websocket/ticket"))
                 .bearer_auth(token)
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|e| {
-                    failure(
-                        FailureClass::HandshakeFailed,
-                        format!("ticket request failed: {e}"),
-                    )
-                })?;
+                .timeout(timeout);
+            let answer = send_retrying(request).await.map_err(|e| {
+                failure(
+                    FailureClass::HandshakeFailed,
+                    format!("ticket request failed: {e}"),
+                )
+            })?;
             let status = answer.status();
             let body: Value = answer.json().await.unwrap_or(Value::Null);
             let ticket = body["ticket"].as_str().ok_or_else(|| {
@@ -410,9 +430,10 @@ impl Connection {
             .map_err(|e| failure(FailureClass::HandshakeFailed, format!("send failed: {e}")))
     }
 
-    /// The next frame, recorded in the transcript; `Ok(None)` once the connection closed (its
-    /// close code is recorded, and 1011 is reported as `ws_1011`). No frame within `timeout`
-    /// is `timeout`.
+    /// The next frame, recorded in the transcript; `Ok(None)` once the server closed the
+    /// connection (its close code and reason are recorded; 1011 is reported as `ws_1011`). A
+    /// connection that ends without a close frame is `connection_lost`; no frame within
+    /// `timeout` is `timeout`.
     pub async fn next_frame(&mut self, timeout: Duration) -> Result<Option<Value>, ClientFailure> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -424,38 +445,116 @@ impl Connection {
                         format!("no frame within {timeout:?}"),
                     )
                 })?;
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    self.transcript.bytes_received += text.len() as u64;
-                    let value: Value =
-                        serde_json::from_str(&text).unwrap_or(Value::String(text.to_string()));
-                    self.transcript.push(self.started.elapsed(), value.clone());
-                    return Ok(Some(value));
+            match self.record(message) {
+                Received::Frame(value) => return Ok(Some(value)),
+                Received::Closed => {
+                    return match self.transcript.close_code {
+                        Some(1011) => Err(failure(
+                            FailureClass::Ws1011,
+                            format!("the server closed with {}", self.close_text()),
+                        )),
+                        _ => Ok(None),
+                    };
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map(|f| u16::from(f.code));
-                    self.transcript.close_code = code;
-                    if code == Some(1011) {
-                        return Err(failure(FailureClass::Ws1011, "the server closed with 1011"));
-                    }
-                    return Ok(None);
+                Received::Lost(why) => {
+                    return Err(failure(
+                        FailureClass::ConnectionLost,
+                        format!("the connection was lost without a close frame: {why}"),
+                    ));
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Ok(None),
+                Received::Other => continue,
             }
         }
     }
 
-    /// Closes the connection and hands back what it received.
+    /// How the server closed, for messages: `1000 "main cleanup"`.
+    pub fn close_text(&self) -> String {
+        match (&self.transcript.close_code, &self.transcript.close_reason) {
+            (Some(code), Some(reason)) if !reason.is_empty() => format!("{code} \"{reason}\""),
+            (Some(code), _) => format!("{code} (no reason given)"),
+            (None, _) => "no close code".into(),
+        }
+    }
+
+    /// Records what the socket produced in the transcript.
+    fn record(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Received {
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                self.transcript.bytes_received += text.len() as u64;
+                let value: Value =
+                    serde_json::from_str(&text).unwrap_or(Value::String(text.to_string()));
+                self.transcript.push(self.started.elapsed(), value.clone());
+                Received::Frame(value)
+            }
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(frame) = frame {
+                    self.transcript.close_code = Some(u16::from(frame.code));
+                    self.transcript.close_reason = Some(frame.reason.to_string());
+                }
+                Received::Closed
+            }
+            Some(Ok(_)) => Received::Other,
+            Some(Err(tungstenite::Error::ConnectionClosed)) => Received::Closed,
+            Some(Err(e)) => {
+                self.transcript.lost = Some(e.to_string());
+                Received::Lost(e.to_string())
+            }
+            None => {
+                let why = "the stream ended (1006)".to_owned();
+                self.transcript.lost = Some(why.clone());
+                Received::Lost(why)
+            }
+        }
+    }
+
+    /// Closes the connection and hands back what it received. Frames the server sent before
+    /// it saw our close (a late duplicate, a leak after `agent_completed`) are read into the
+    /// transcript until the server's close arrives, at most [`DRAIN`] later, so the
+    /// invariants see them.
     pub async fn close(mut self) -> Transcript {
-        let _ = self.stream.close(None).await;
+        let open = self.transcript.close_code.is_none() && self.transcript.lost.is_none();
+        if open && self.stream.close(None).await.is_ok() {
+            let before = self.transcript.frames.len();
+            let deadline = tokio::time::Instant::now() + DRAIN;
+            while let Ok(message) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+                if !matches!(self.record(message), Received::Frame(_) | Received::Other) {
+                    break;
+                }
+            }
+            self.transcript.after_close = self.transcript.frames.len() - before;
+        }
         self.transcript
     }
+}
+
+/// How long [`Connection::close`] reads on after sending its close frame.
+pub const DRAIN: Duration = Duration::from_secs(1);
+
+/// One read from the socket, as recorded.
+enum Received {
+    Frame(Value),
+    Closed,
+    Lost(String),
+    Other,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_client_that_cannot_be_built_is_an_error_not_a_default() {
+        // A TLS backend reqwest does not know: the build fails, and so must we.
+        let broken = reqwest::Client::builder().tls_backend_preconfigured(42_u8);
+        let error = build_http_client(broken).unwrap_err();
+        assert!(error.contains("cannot build the HTTP client"), "{error}");
+        assert!(
+            Target::parse("http://127.0.0.1:1")
+                .unwrap()
+                .http_client()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn targets_accept_plain_and_tls_urls() {

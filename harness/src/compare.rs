@@ -222,10 +222,21 @@ impl Default for Tolerance {
     }
 }
 
+/// A metric that only one of the two runs measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmatched {
+    pub name: &'static str,
+    /// Measured by the baseline and not by the new run: that is a regression (what was
+    /// checked before no longer is). Only in the new run: reported, not compared.
+    pub in_base: bool,
+}
+
 /// The outcome of a comparison.
 #[derive(Debug, Clone)]
 pub struct Comparison {
     pub deltas: Vec<Delta>,
+    /// Metrics that one run has and the other does not; never skipped in silence.
+    pub unmatched: Vec<Unmatched>,
     /// Quadrilemma findings: one dimension improved while another regressed.
     pub tradeoffs: Vec<String>,
     pub tolerance: Tolerance,
@@ -234,6 +245,7 @@ pub struct Comparison {
 impl Comparison {
     pub fn regressed(&self) -> bool {
         self.deltas.iter().any(|d| d.verdict == Change::Regressed)
+            || self.unmatched.iter().any(|u| u.in_base)
     }
 
     pub fn regressions(&self) -> impl Iterator<Item = &Delta> {
@@ -369,9 +381,18 @@ const METRICS: &[(Dimension, &str, &str, bool, Extractor)] = &[
 /// Compares `new` with `base`.
 pub fn compare(base: &RunSummary, new: &RunSummary, tolerance: Tolerance) -> Comparison {
     let mut deltas = Vec::new();
+    let mut unmatched = Vec::new();
     for &(dimension, name, unit, higher_is_better, extract) in METRICS {
-        let (Some(b), Some(n)) = (extract(base), extract(new)) else {
-            continue;
+        let (b, n) = match (extract(base), extract(new)) {
+            (Some(b), Some(n)) => (b, n),
+            (None, None) => continue,
+            (b, _) => {
+                unmatched.push(Unmatched {
+                    name,
+                    in_base: b.is_some(),
+                });
+                continue;
+            }
         };
         let change = if dimension == Dimension::Quality {
             n.value - b.value
@@ -424,6 +445,7 @@ pub fn compare(base: &RunSummary, new: &RunSummary, tolerance: Tolerance) -> Com
     }
     Comparison {
         deltas,
+        unmatched,
         tradeoffs,
         tolerance,
     }
@@ -446,10 +468,25 @@ fn interval(e: &Estimate, unit: &str) -> String {
     }
 }
 
+fn unmatched_text(u: &Unmatched) -> String {
+    if u.in_base {
+        format!(
+            "{}: measured by the baseline only, not by the new run (a regression)",
+            u.name
+        )
+    } else {
+        format!("{}: measured by the new run only (not compared)", u.name)
+    }
+}
+
 fn verdict_line(c: &Comparison) -> String {
     let regressions: Vec<String> = c
         .regressions()
         .map(|d| format!("{} {}", d.name, d.change_text()))
+        .chain(
+            (c.unmatched.iter().filter(|u| u.in_base))
+                .map(|u| format!("{} no longer measured", u.name)),
+        )
         .collect();
     if regressions.is_empty() {
         format!(
@@ -480,6 +517,9 @@ pub fn text(c: &Comparison) -> String {
             interval(&d.new, d.unit)
         );
     }
+    for u in &c.unmatched {
+        let _ = writeln!(out, "UNMATCHED: {}", unmatched_text(u));
+    }
     for t in &c.tradeoffs {
         let _ = writeln!(out, "TRADE-OFF: {t}");
     }
@@ -509,6 +549,12 @@ pub fn markdown(c: &Comparison) -> String {
             interval(&d.base, d.unit),
             interval(&d.new, d.unit)
         );
+    }
+    if !c.unmatched.is_empty() {
+        out.push_str("\n**Measured by one run only:**\n\n");
+        for u in &c.unmatched {
+            let _ = writeln!(out, "- {}", unmatched_text(u));
+        }
     }
     if !c.tradeoffs.is_empty() {
         out.push_str("\n**Trade-offs (quadrilemma):**\n\n");
@@ -612,6 +658,26 @@ mod tests {
     }
 
     #[test]
+    fn a_metric_one_run_lacks_is_never_skipped_in_silence() {
+        let with_quality = run(200, 40, 5, 190, 4.0);
+        let mut without = with_quality.clone();
+        without.metrics.rates.remove("content_pass_rate");
+        let lost = compare(&with_quality, &without, Tolerance::default());
+        assert_eq!(
+            lost.unmatched,
+            [Unmatched {
+                name: "quality (answers passing content checks)",
+                in_base: true
+            }]
+        );
+        assert!(lost.regressed(), "{}", text(&lost));
+        assert!(text(&lost).contains("measured by the baseline only"));
+        let gained = compare(&without, &with_quality, Tolerance::default());
+        assert!(!gained.regressed(), "{}", text(&gained));
+        assert!(text(&gained).contains("measured by the new run only"));
+    }
+
+    #[test]
     fn a_report_round_trips_through_its_json() {
         let summary = run(200, 40, 5, 190, 4.0);
         let report = crate::runner::RunReport {
@@ -625,8 +691,10 @@ mod tests {
                 verdicts: Vec::new(),
                 duration: Duration::from_secs_f64(summary.duration_s),
                 skipped: None,
+                cut_short: 0,
             }],
             secrets: Vec::new(),
+            cut: None,
         };
         let json = crate::report::json(&report, "bundled");
         let back = Baseline::from_json(&json).unwrap();

@@ -4,7 +4,8 @@
 pub const PASS: u8 = 0;
 /// A journey failed its assertions or invariants.
 pub const JOURNEY_FAILED: u8 = 1;
-/// Bad usage or a scenario file error.
+/// Bad usage or a scenario file error; also a run in which nothing ran (every selected
+/// scenario skipped: it verified nothing, so it must not pass).
 pub const USAGE: u8 = 2;
 /// A threshold was breached while the journeys themselves passed.
 pub const THRESHOLD_BREACHED: u8 = 3;

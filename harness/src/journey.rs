@@ -84,6 +84,8 @@ pub struct JourneyOutcome {
     /// Each expected event and when it arrived (since the journey started), `None` if it
     /// never did.
     pub events: Vec<(String, Option<Duration>)>,
+    /// Stopped by `--fail-fast` after another journey failed: neither passed nor failed.
+    pub cut_short: bool,
 }
 
 impl JourneyOutcome {
@@ -101,6 +103,7 @@ impl JourneyOutcome {
             timings: Timings::default(),
             answer: None,
             events: Vec::new(),
+            cut_short: false,
         }
     }
 

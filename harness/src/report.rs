@@ -134,6 +134,29 @@ pub fn summary(report: &RunReport) -> String {
             s.failed.len(),
         );
     }
+    if let Some(cut) = report.cut {
+        let cut_short: u64 = report.scenarios.iter().map(|s| s.cut_short).sum();
+        let not_run = report
+            .scenarios
+            .iter()
+            .filter(|s| {
+                s.skipped
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("not run:"))
+            })
+            .count();
+        let _ = writeln!(
+            out,
+            "\nstopped early: {cut}; {cut_short} journeys cut short, {not_run} scenarios not run"
+        );
+    }
+    if report.nothing_ran() {
+        let _ = writeln!(
+            out,
+            "\nnothing ran: no journey executed (every selected scenario was skipped), so \
+             nothing was verified"
+        );
+    }
     if report.scenarios.len() > 1 {
         let journeys: u64 = report.scenarios.iter().map(|s| s.journeys).sum();
         let failed: usize = report.scenarios.iter().map(|s| s.failed.len()).sum();
@@ -200,6 +223,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                 "passed": s.passed(),
                 "skipped": s.skipped,
                 "journeys": s.journeys,
+                "cut_short": s.cut_short,
                 "failed_journeys": s.failed.len(),
                 "duration_s": s.duration.as_secs_f64(),
                 "failures_by_class": s.failures_by_class,
@@ -223,6 +247,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
         "schema_version": JSON_SCHEMA_VERSION,
         "target": target,
         "exit_code": report.exit_code(),
+        "stopped_early": report.cut.map(|c| c.to_string()),
         "totals": {
             "journeys": report.scenarios.iter().map(|s| s.journeys).sum::<u64>(),
             "duration_s": report.scenarios.iter().map(|s| s.duration.as_secs_f64()).sum::<f64>(),

@@ -2,6 +2,7 @@
 //! journey is judged, isolation is checked across all users' transcripts, metrics and
 //! thresholds make the verdict.
 
+mod cutoff;
 mod steps;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,8 +19,9 @@ use crate::metrics::Metrics;
 use crate::profile::Profile;
 use crate::scenario::{ScenarioFile, UserSpec};
 use crate::threshold::{self, Threshold, Verdict};
-use crate::verify::{Failure, check_isolation};
+use crate::verify::{Failure, FailureClass, check_isolation};
 
+pub use cutoff::{Cut, Cutoff};
 pub use steps::{JourneyContext, lookup, run_journey};
 
 /// What to run against and how, beyond the files.
@@ -40,6 +42,8 @@ pub struct RunOptions {
     pub baseline: Option<Arc<crate::compare::Baseline>>,
     /// Proxies in front of the bundled backend's Redis and Postgres, for faults there.
     pub dependencies: Option<crate::fault::DependencyProxies>,
+    /// `--max-duration` and `--fail-fast`; its clock runs from when it was made.
+    pub cutoff: Cutoff,
 }
 
 /// A failed journey, kept for the diagnosis.
@@ -62,14 +66,32 @@ pub struct ScenarioReport {
     pub metrics: Metrics,
     pub verdicts: Vec<Verdict>,
     pub duration: Duration,
-    /// Why the scenario was not run (it needs what this target does not have); it neither
-    /// passes nor fails the run.
+    /// Why the scenario was not run (it needs what this target does not have, or the run
+    /// was cut before it); it neither passes nor fails the run.
     pub skipped: Option<String>,
+    /// Journeys stopped by `--fail-fast` after another one failed (not in `journeys`).
+    pub cut_short: u64,
 }
 
 impl ScenarioReport {
     pub fn passed(&self) -> bool {
         self.failed.is_empty() && self.verdicts.iter().all(|v| v.passed)
+    }
+
+    /// A scenario that did not run, and why.
+    fn skipped(file: &ScenarioFile, reason: String) -> Self {
+        Self {
+            name: file.scenario.name.clone(),
+            path: file.path.clone(),
+            journeys: 0,
+            failed: Vec::new(),
+            failures_by_class: BTreeMap::new(),
+            metrics: Metrics::default(),
+            verdicts: Vec::new(),
+            duration: Duration::ZERO,
+            skipped: Some(reason),
+            cut_short: 0,
+        }
     }
 }
 
@@ -79,6 +101,8 @@ pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
     /// Passwords and tokens the scenarios used; never shown in a report.
     pub secrets: Vec<String>,
+    /// Why the run stopped before every selected scenario was done, if it did.
+    pub cut: Option<Cut>,
 }
 
 impl RunReport {
@@ -101,6 +125,14 @@ impl RunReport {
             })
     }
 
+    /// No journey of the run executed: every selected scenario was skipped, or none was
+    /// selected. Such a run verified nothing and must not pass.
+    pub fn nothing_ran(&self) -> bool {
+        self.scenarios
+            .iter()
+            .all(|s| s.journeys == 0 && s.failed.is_empty())
+    }
+
     /// The documented exit code: journeys first, then thresholds.
     pub fn exit_code(&self) -> u8 {
         let infrastructure = self.scenarios.iter().all(|s| {
@@ -108,7 +140,10 @@ impl RunReport {
                 && s.failures_by_class.keys().all(|c| c == "handshake_failed")
                 && s.failed.len() as u64 == s.journeys
         });
-        if !self.scenarios.is_empty() && infrastructure {
+        if self.nothing_ran() {
+            // Verified nothing: the selection does not fit the target (exit 2, as bad usage).
+            exit_codes::USAGE
+        } else if infrastructure {
             exit_codes::INFRASTRUCTURE
         } else if self.scenarios.iter().any(|s| !s.failed.is_empty()) {
             exit_codes::JOURNEY_FAILED
@@ -155,6 +190,34 @@ impl Fixtures {
         }
         Self { truths }
     }
+}
+
+/// Every dotted key of the fixture truths (`fixtures/expected/*.yaml`), for `near_truth`
+/// keys checked before a run. Empty when there are none.
+pub fn truth_keys(fixtures_dir: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(prefix: &str, value: &Value, keys: &mut std::collections::BTreeSet<String>) {
+        if let Value::Object(map) = value {
+            for (key, inner) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                walk(&path, inner, keys);
+                keys.insert(path);
+            }
+        }
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    let entries = std::fs::read_dir(fixtures_dir.join("expected"));
+    for entry in entries.into_iter().flatten().flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path())
+            && let Ok(truth) = serde_saphyr::from_str::<Value>(&text)
+        {
+            walk("", &truth, &mut keys);
+        }
+    }
+    keys
 }
 
 /// `${NAME}` replaced from the environment (unset: left as is, and the login will say so).
@@ -242,7 +305,10 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     let ticker = Arc::new(tokio::sync::Mutex::new(pace.map(tokio::time::interval)));
     let timeout = scenario.target.timeout.unwrap_or(Duration::from_secs(10));
     let ramp = scenario.load.ramp_up.unwrap_or_default();
-    let http = options.target.http_client();
+    let http = match options.target.http_client() {
+        Ok(http) => http,
+        Err(e) => return unrunnable(file, e),
+    };
     // Faults: placed before the first journey, removed when the scenario ends.
     let (faults, journeys_target) = if scenario.faults.is_empty() {
         (None, options.target.clone())
@@ -256,17 +322,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         {
             Ok((faults, target)) => (Some(Arc::new(faults)), target),
             Err(crate::fault::PlaceError::NeedsServices(reason)) => {
-                return ScenarioReport {
-                    name: scenario.name.clone(),
-                    path: file.path.clone(),
-                    journeys: 0,
-                    failed: Vec::new(),
-                    failures_by_class: BTreeMap::new(),
-                    metrics: Metrics::default(),
-                    verdicts: Vec::new(),
-                    duration: Duration::ZERO,
-                    skipped: Some(reason),
-                };
+                return ScenarioReport::skipped(file, reason);
             }
             Err(crate::fault::PlaceError::Failed(e)) => {
                 return unrunnable(file, format!("faults: {e}"));
@@ -303,12 +359,13 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     };
     let failed_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tasks = (0..vus).map(|vu| {
-        let (http, users, fixtures, ticker, profile) = (
+        let (email, password) = users[vu as usize % users.len()].clone();
+        let (http, fixtures, ticker, profile, cutoff) = (
             http.clone(),
-            users.clone(),
             fixtures.clone(),
             ticker.clone(),
             profile.clone(),
+            options.cutoff.clone(),
         );
         let (bar, failed_so_far) = (bar.clone(), failed_so_far.clone());
         // A VU bypasses the fault proxy when every target fault names other VUs.
@@ -325,43 +382,54 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         let faults = faults.clone();
         let steps = scenario.steps.clone();
         let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let (email, password) = users[vu as usize % users.len()].clone();
-            let truth = fixtures.truths.get(&email.to_lowercase()).cloned();
-            let ctx = JourneyContext {
-                http: &http,
-                target: &target,
-                profile: &profile,
-                timeout,
-                truth: truth.as_ref(),
-                faults: faults.as_deref(),
-            };
-            let mut outcomes = Vec::new();
-            for iteration in 0..per_vu {
-                if until.is_some_and(|u| Instant::now() >= u) {
-                    break;
+        let marker = move |iteration: u32| format!("mk{scenario_tag:08x}v{vu}i{iteration}");
+        let task = tokio::spawn({
+            let email = email.clone();
+            async move {
+                let mut outcomes = Vec::new();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = cutoff.wait() => return outcomes,
                 }
-                if let Some(interval) = ticker.lock().await.as_mut() {
-                    interval.tick().await;
+                let truth = fixtures.truths.get(&email.to_lowercase()).cloned();
+                let ctx = JourneyContext {
+                    http: &http,
+                    target: &target,
+                    profile: &profile,
+                    timeout,
+                    truth: truth.as_ref(),
+                    faults: faults.as_deref(),
+                    cutoff: &cutoff,
+                };
+                for iteration in 0..per_vu {
+                    if until.is_some_and(|u| Instant::now() >= u) || cutoff.reached().is_some() {
+                        break;
+                    }
+                    if let Some(interval) = ticker.lock().await.as_mut() {
+                        tokio::select! {
+                            _ = interval.tick() => {}
+                            _ = cutoff.wait() => break,
+                        }
+                    }
+                    let outcome =
+                        run_journey(&ctx, &steps, &email, &password, &marker(iteration)).await;
+                    if !outcome.passed() && !outcome.cut_short {
+                        cutoff.journey_failed();
+                        let failed =
+                            failed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        bar.set_message(format!("{failed} failed"));
+                    }
+                    bar.inc(1);
+                    outcomes.push(outcome);
                 }
-                let marker = format!("mk{scenario_tag:08x}v{vu}i{iteration}");
-                let outcome = run_journey(&ctx, &steps, &email, &password, &marker).await;
-                if !outcome.passed() {
-                    let failed =
-                        failed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    bar.set_message(format!("{failed} failed"));
-                }
-                bar.inc(1);
-                outcomes.push(outcome);
+                outcomes
             }
-            outcomes
-        })
+        });
+        (email, marker(0), task)
     });
-    let mut outcomes: Vec<JourneyOutcome> = Vec::new();
-    for task in tasks.collect::<Vec<_>>() {
-        outcomes.extend(task.await.unwrap_or_default());
-    }
+    let outcomes = gather(tasks.collect()).await;
+    let cut_short = outcomes.iter().filter(|o| o.cut_short).count() as u64;
+    let mut outcomes: Vec<JourneyOutcome> = outcomes.into_iter().filter(|o| !o.cut_short).collect();
     bar.finish_and_clear();
     drop(faults);
 
@@ -419,8 +487,33 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             after.saturating_sub(before).as_micros() as u64,
         );
     }
+    if outcomes.is_empty() && cut_short == 0 && options.cutoff.reached().is_none() {
+        failed.push(FailedJourney {
+            email: "-".into(),
+            failures: vec![Failure::new(
+                FailureClass::NoJourneys,
+                "the scenario's load started no journey (check `load`, --iterations and --vus)",
+                None,
+            )],
+            last_frames: Vec::new(),
+        });
+        *failures_by_class
+            .entry(FailureClass::NoJourneys.to_string())
+            .or_insert(0) += 1;
+    }
     let mut thresholds = if file.thresholds.is_empty() {
+        // A scenario that sends no message has no chat to complete, and one that opens no
+        // connection meant to succeed has no connection rate.
+        use crate::scenario::Step;
+        let sends = (scenario.steps.iter())
+            .any(|step| matches!(step, Step::Send(s) if s.content.is_some()));
+        let connects = (scenario.steps.iter())
+            .any(|step| matches!(step, Step::Connect(c) if c.expect_status.is_none()));
         threshold::defaults()
+            .into_iter()
+            .filter(|t| sends || t.metric != "chat_completion_rate")
+            .filter(|t| connects || t.metric != "ws_connect_success_rate")
+            .collect()
     } else {
         file.thresholds.clone()
     };
@@ -445,7 +538,32 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         verdicts,
         duration: started.elapsed(),
         skipped: None,
+        cut_short,
     }
+}
+
+/// Every virtual user's journeys. A virtual user whose task panicked (or was cancelled)
+/// lost its journeys: it counts as one failed journey, `harness_error:worker_crashed`, never
+/// as nothing.
+async fn gather(
+    tasks: Vec<(String, String, tokio::task::JoinHandle<Vec<JourneyOutcome>>)>,
+) -> Vec<JourneyOutcome> {
+    let mut outcomes = Vec::new();
+    for (email, marker, task) in tasks {
+        match task.await {
+            Ok(journeys) => outcomes.extend(journeys),
+            Err(e) => {
+                let mut crashed = JourneyOutcome::new(&email, &marker);
+                crashed.failures.push(Failure::new(
+                    FailureClass::Harness("worker_crashed".into()),
+                    format!("the virtual user of {email} crashed and its journeys were lost: {e}"),
+                    None,
+                ));
+                outcomes.push(crashed);
+            }
+        }
+    }
+    outcomes
 }
 
 /// A scenario that could not start: reported as an infrastructure failure (exit code 4).
@@ -465,15 +583,31 @@ fn unrunnable(file: &ScenarioFile, message: String) -> ScenarioReport {
         verdicts: Vec::new(),
         duration: Duration::ZERO,
         skipped: None,
+        cut_short: 0,
     }
 }
 
-/// Runs every scenario, one after the other.
+/// Runs every scenario, one after the other; once the run is cut (`--fail-fast`,
+/// `--max-duration`) the rest are reported as not run.
 pub async fn run(files: &[ScenarioFile], options: &RunOptions) -> RunReport {
     let mut report = RunReport::default();
     for file in files {
         report.secrets.extend(secrets_of(&file.scenario));
-        report.scenarios.push(run_scenario(file, options).await);
+        if let Some(cut) = options.cutoff.reached() {
+            report.cut = Some(cut);
+            report
+                .scenarios
+                .push(ScenarioReport::skipped(file, format!("not run: {cut}")));
+            continue;
+        }
+        let scenario = run_scenario(file, options).await;
+        if !scenario.failed.is_empty() {
+            options.cutoff.journey_failed();
+        }
+        report.scenarios.push(scenario);
+    }
+    if report.scenarios.iter().any(|s| s.cut_short > 0) {
+        report.cut = report.cut.or(options.cutoff.reached());
     }
     report.secrets.sort();
     report.secrets.dedup();
@@ -483,6 +617,31 @@ pub async fn run(files: &[ScenarioFile], options: &RunOptions) -> RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_virtual_user_that_panics_is_a_failed_journey_not_nothing() {
+        let healthy = tokio::spawn(async { vec![JourneyOutcome::new("a@x.test", "mk-a")] });
+        let crashed = tokio::spawn(async {
+            if std::hint::black_box(true) {
+                panic!("worker blew up");
+            }
+            Vec::new()
+        });
+        let outcomes = gather(vec![
+            ("a@x.test".into(), "mk-a".into(), healthy),
+            ("b@x.test".into(), "mk-b".into(), crashed),
+        ])
+        .await;
+        assert_eq!(outcomes.len(), 2);
+        assert!(outcomes[0].passed());
+        let classes: Vec<String> = outcomes[1]
+            .failures
+            .iter()
+            .map(|f| f.class.to_string())
+            .collect();
+        assert_eq!(classes, ["harness_error:worker_crashed"]);
+        assert!(outcomes[1].failures[0].message.contains("b@x.test"));
+    }
 
     #[test]
     fn interpolated_passwords_and_tokens_are_redacted_from_reports() {
@@ -503,6 +662,7 @@ steps:
         let report = RunReport {
             scenarios: Vec::new(),
             secrets: secrets_of(&scenario),
+            cut: None,
         };
         let text = "login as qa@example.test with ${APEX_HARNESS_REDACTION_TEST}, token tok-abcdef";
         assert_eq!(

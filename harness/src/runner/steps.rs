@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::client::{Connection, Session, Target, Transport, connect_with, login};
+use crate::client::{
+    ClientFailure, Connection, Session, Target, Transport, connect_with, login, send_retrying,
+};
 use crate::journey::JourneyOutcome;
 use crate::profile::Profile;
+use crate::runner::cutoff::{Cut, Cutoff};
 use crate::scenario::{
     CloseStep, ConnectStep, EventExpectation, ExpectStep, HttpStep, LoginStep, ResponseStep,
     ResumeStep, ResumeVia, SendStep, Step, TransportName,
@@ -38,6 +41,8 @@ pub struct JourneyContext<'a> {
     pub truth: Option<&'a Value>,
     /// The scenario's faults, for `fault` steps.
     pub faults: Option<&'a crate::fault::ScenarioFaults>,
+    /// The run's `--max-duration` and `--fail-fast`.
+    pub cutoff: &'a Cutoff,
 }
 
 fn fail(class: FailureClass, message: impl Into<String>) -> Failure {
@@ -46,6 +51,10 @@ fn fail(class: FailureClass, message: impl Into<String>) -> Failure {
 
 fn mismatch(message: impl Into<String>) -> Failure {
     fail(FailureClass::ContentMismatch, message)
+}
+
+fn client_failure(e: ClientFailure) -> Failure {
+    Failure::new(e.class, e.message, None)
 }
 
 /// The value at a dotted path.
@@ -70,6 +79,8 @@ struct Journey<'a> {
     run_id: Option<String>,
     /// Highest `seq` received on any connection of this journey.
     last_seq: Option<u64>,
+    /// The event an `expect` step is waiting for, for the message when the run is cut.
+    waiting_for: Option<String>,
 }
 
 fn transport_of(name: TransportName) -> Transport {
@@ -103,15 +114,26 @@ pub async fn run_journey(
         message_id: None,
         run_id: None,
         last_seq: None,
+        waiting_for: None,
     };
     for (index, step) in steps.iter().enumerate() {
-        if let Err(mut failure) = journey.step(step).await {
+        let result = tokio::select! {
+            biased;
+            result = journey.step(step) => result,
+            cut = ctx.cutoff.wait() => Err(journey.cut(cut)),
+        };
+        if let Err(mut failure) = result {
             failure.message = format!("step {} ({}): {}", index + 1, step.name(), failure.message);
             journey.outcome.failures.push(failure);
             break;
         }
     }
     journey.disconnect().await;
+    if journey.outcome.cut_short {
+        // Stopped by --fail-fast: neither passed nor failed, and its transcript is partial.
+        journey.outcome.failures.clear();
+        return journey.outcome;
+    }
     for transcript in &journey.outcome.transcripts {
         let found = check_connection(ctx.profile, transcript);
         journey.outcome.failures.extend(found);
@@ -121,7 +143,21 @@ pub async fn run_journey(
 }
 
 impl Journey<'_> {
+    /// The run was cut while this journey was in a step: past `--max-duration` it failed as
+    /// `timeout`, naming what it waited for; after `--fail-fast` it was only cut short.
+    fn cut(&mut self, cut: Cut) -> Failure {
+        if cut == Cut::FailFast {
+            self.outcome.cut_short = true;
+        }
+        let waiting = self
+            .waiting_for
+            .as_ref()
+            .map_or(String::new(), |w| format!(" while waiting for `{w}`"));
+        fail(FailureClass::Timeout, format!("{cut}{waiting}"))
+    }
+
     async fn step(&mut self, step: &Step) -> Result<(), Failure> {
+        self.waiting_for = None;
         match step {
             Step::Login(s) => self.login(s).await,
             Step::Connect(s) => self.connect(s).await,
@@ -144,7 +180,7 @@ impl Journey<'_> {
                 .faults
                 .ok_or_else(|| format!("no fault named `{}`: the scenario has no `faults`", s.name))
                 .and_then(|f| f.switch(&s.name, s.enabled))
-                .map_err(|e| fail(FailureClass::HandshakeFailed, e)),
+                .map_err(|e| fail(FailureClass::Harness("fault_step".into()), e)),
         }
     }
 
@@ -178,7 +214,7 @@ impl Journey<'_> {
                 self.session = Some(session);
                 Ok(())
             }
-            (Err(e), None) => Err(Failure::new(e.class, e.message, None)),
+            (Err(e), None) => Err(client_failure(e)),
             (Err(e), Some(want)) if e.status == Some(want) => Ok(()),
             (Err(e), Some(want)) => Err(mismatch(format!(
                 "expected login to be refused with {want}: {}",
@@ -190,7 +226,9 @@ impl Journey<'_> {
         }
     }
 
-    async fn open(&mut self, extra_query: &str, timeout: Duration) -> Result<(), Failure> {
+    /// Opens a connection and reads its welcome frame; the failure keeps the HTTP status of
+    /// a refused upgrade.
+    async fn open(&mut self, extra_query: &str, timeout: Duration) -> Result<(), ClientFailure> {
         let token = self
             .token
             .clone()
@@ -204,21 +242,30 @@ impl Journey<'_> {
             extra_query,
         )
         .await;
-        let mut conn = opened.map_err(|e| Failure::new(e.class, e.message, None))?;
-        let first = conn
-            .next_frame(timeout)
-            .await
-            .map_err(|e| Failure::new(e.class, e.message, None))?;
-        if first.as_ref().and_then(|f| self.ctx.profile.frame_type(f))
-            != Some("connection_established")
-        {
-            return Err(fail(
-                FailureClass::HandshakeFailed,
-                format!("first frame is not connection_established: {first:?}"),
-            ));
+        let mut conn = opened?;
+        let first = conn.next_frame(timeout).await;
+        let welcomed = matches!(&first, Ok(Some(f))
+            if self.ctx.profile.frame_type(f) == Some("connection_established"));
+        if welcomed {
+            self.conn = Some(conn);
+            return Ok(());
         }
-        self.conn = Some(conn);
-        Ok(())
+        let close = conn.close_text();
+        // Whatever arrived instead of the welcome is kept for the diagnosis.
+        self.outcome.transcripts.push(conn.close().await);
+        Err(match first {
+            Err(e) => e,
+            Ok(None) => ClientFailure {
+                class: FailureClass::ConnectionClosed,
+                message: format!("the server closed with {close} before any welcome frame"),
+                status: None,
+            },
+            Ok(Some(frame)) => ClientFailure {
+                class: FailureClass::HandshakeFailed,
+                message: format!("first frame is not connection_established: {frame}"),
+                status: None,
+            },
+        })
     }
 
     async fn connect(&mut self, step: &ConnectStep) -> Result<(), Failure> {
@@ -234,8 +281,8 @@ impl Journey<'_> {
                     .get_or_insert(self.started.elapsed());
                 Ok(())
             }
-            (Err(e), None) => Err(e),
-            (Err(e), Some(want)) if e.message.contains(&format!("refused with {want}")) => Ok(()),
+            (Err(e), None) => Err(client_failure(e)),
+            (Err(e), Some(want)) if e.status == Some(want) => Ok(()),
             (Err(e), Some(want)) => Err(mismatch(format!(
                 "expected the upgrade refused with {want}: {}",
                 e.message
@@ -275,10 +322,7 @@ impl Journey<'_> {
                 ));
             }
         };
-        self.conn()?
-            .send_text(text)
-            .await
-            .map_err(|e| Failure::new(e.class, e.message, None))
+        self.conn()?.send_text(text).await.map_err(client_failure)
     }
 
     async fn expect(&mut self, step: &ExpectStep) -> Result<(), Failure> {
@@ -313,6 +357,7 @@ impl Journey<'_> {
             let waiting_for = events.get(next).map_or("error", kind_of);
             if waiting_since.0 != next {
                 waiting_since = (next, Instant::now());
+                self.waiting_for = Some(waiting_for.to_owned());
             }
             let per_event = events
                 .get(next)
@@ -326,9 +371,10 @@ impl Journey<'_> {
             let frame = match self.conn()?.next_frame(wait).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
+                    let close = self.conn()?.close_text();
                     return Err(fail(
-                        FailureClass::MissingEvent(waiting_for.to_owned()),
-                        format!("connection closed before `{waiting_for}`"),
+                        FailureClass::ConnectionClosed,
+                        format!("the server closed with {close} before `{waiting_for}`"),
                     ));
                 }
                 Err(e) if e.class == FailureClass::Timeout => {
@@ -348,7 +394,10 @@ impl Journey<'_> {
                         format!("`{waiting_for}` did not arrive within {waited:.1?}"),
                     ));
                 }
-                Err(e) => return Err(Failure::new(e.class, e.message, None)),
+                Err(mut e) => {
+                    e.message = format!("{} (waiting for `{waiting_for}`)", e.message);
+                    return Err(client_failure(e));
+                }
             };
             let Some(kind) = profile.frame_type(&frame) else {
                 continue;
@@ -487,7 +536,20 @@ impl Journey<'_> {
             .answer
             .clone()
             .ok_or_else(|| mismatch("no agent_completed answer to check: expect it first"))?;
-        let text = answer["final_response"].as_str().unwrap_or_default();
+        let needs_text = !(step.contains.is_empty()
+            && step.not_contains.is_empty()
+            && step.regex.is_empty()
+            && step.min_length.is_none());
+        let text = match answer["final_response"].as_str() {
+            Some(text) => text,
+            // An absent answer must not pass `not_contains` as if it were empty.
+            None if needs_text => {
+                return Err(mismatch(format!(
+                    "the answer has no text at `final_response`: {answer}"
+                )));
+            }
+            None => "",
+        };
         for needle in &step.contains {
             if !text.contains(needle.as_str()) {
                 return Err(mismatch(format!("the answer does not contain `{needle}`")));
@@ -569,13 +631,15 @@ impl Journey<'_> {
             ResumeVia::Query => format!("last_seq={last}"),
             ResumeVia::Frame => String::new(),
         };
-        self.open(&query, self.ctx.timeout).await?;
+        self.open(&query, self.ctx.timeout)
+            .await
+            .map_err(client_failure)?;
         let conn = self.conn()?;
         conn.transcript.resumed_after = Some(last);
         if step.via == ResumeVia::Frame {
             conn.send_json(&json!({ "type": "resume", "last_seq": last }))
                 .await
-                .map_err(|e| Failure::new(e.class, e.message, None))?;
+                .map_err(client_failure)?;
         }
         Ok(())
     }
@@ -583,6 +647,7 @@ impl Journey<'_> {
     async fn http(&mut self, step: &HttpStep) -> Result<(), Failure> {
         let method = reqwest::Method::from_bytes(step.method.to_uppercase().as_bytes())
             .map_err(|_| mismatch(format!("unknown method `{}`", step.method)))?;
+        let idempotent = method.is_idempotent();
         let mut request = self
             .ctx
             .http
@@ -596,7 +661,13 @@ impl Journey<'_> {
         if let Some(body) = &step.body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| {
+        // Repeating a request that never got an answer is safe only for idempotent methods.
+        let response = if idempotent {
+            send_retrying(request).await
+        } else {
+            request.send().await
+        };
+        let response = response.map_err(|e| {
             let class = if e.is_timeout() {
                 FailureClass::Timeout
             } else {
@@ -641,7 +712,7 @@ impl Journey<'_> {
                 Ok(Some(_)) => continue,
                 Ok(None) => break,
                 Err(e) if e.class == FailureClass::Ws1011 && step.code == 1011 => break,
-                Err(e) => return Err(Failure::new(e.class, e.message, None)),
+                Err(e) => return Err(client_failure(e)),
             }
         }
         let code = self.conn()?.transcript.close_code;

@@ -204,6 +204,164 @@ fn with_fields(mut profile: Profile, fields: &FieldPaths) -> Profile {
     profile
 }
 
+/// Where each step starts in the source, and where the next begins (the step's extent).
+fn step_extents(source: &str, steps: usize) -> Vec<(usize, usize, usize)> {
+    #[derive(serde::Deserialize)]
+    struct Located {
+        #[serde(default)]
+        steps: Vec<Spanned<serde::de::IgnoredAny>>,
+    }
+    let starts: Vec<(usize, usize)> = serde_saphyr::from_str::<Located>(source)
+        .map(|l| l.steps.iter().map(location).collect())
+        .unwrap_or_default();
+    let end = source_lines(source).len() + 1;
+    (0..steps)
+        .map(|i| {
+            let (line, column) = starts.get(i).copied().unwrap_or((1, 1));
+            let next = starts.get(i + 1).map_or(end, |n| n.0);
+            (line, column, next)
+        })
+        .collect()
+}
+
+/// The first place `needle` appears in lines `from..to` (1-based), or `fallback`.
+fn find_in(
+    source: &str,
+    (from, to): (usize, usize),
+    needle: &str,
+    fallback: (usize, usize),
+) -> (usize, usize) {
+    source_lines(source)
+        .iter()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .take(to.saturating_sub(from).max(1))
+        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, l[..c].chars().count() + 1)))
+        .unwrap_or(fallback)
+}
+
+/// Steps that could never fail: they check nothing, so a run would pass by accident.
+fn vacuous_checks(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnostic> {
+    // (step, text to point at, message, hint); located only when there is something to say,
+    // since locating re-reads the file.
+    let mut found: Vec<(usize, &str, String, &str)> = Vec::new();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        match step {
+            Step::Expect(e) => {
+                if e.events.is_empty() && e.error.is_none() {
+                    found.push((
+                        index,
+                        "expect",
+                        "this `expect` step expects no event and no error: it checks nothing"
+                            .into(),
+                        "list the events that must arrive (`events: [agent_started, …]`) or the \
+                         error code (`error: INVALID_JSON`)",
+                    ));
+                }
+                for event in &e.events {
+                    let kind = match event {
+                        EventExpectation::Type(kind) => kind,
+                        EventExpectation::Detailed(d) => &d.kind,
+                    };
+                    if e.ignore.contains(kind) {
+                        found.push((
+                            index,
+                            "ignore",
+                            format!("`{kind}` is both expected and in `ignore`"),
+                            "an ignored frame type can never match: remove it from one list",
+                        ));
+                    }
+                }
+            }
+            Step::ExpectResponse(r) => {
+                let checks_nothing = r.contains.is_empty()
+                    && r.not_contains.is_empty()
+                    && r.regex.is_empty()
+                    && r.json.is_empty()
+                    && r.near_truth.is_empty()
+                    && r.min_length.is_none()
+                    && !r.no_leaked_internals;
+                if checks_nothing {
+                    found.push((
+                        index,
+                        "expect_response",
+                        "this `expect_response` step has no check: it passes any answer".into(),
+                        "add at least one of contains, not_contains, regex, json, near_truth, \
+                         min_length, no_leaked_internals",
+                    ));
+                }
+                for near in &r.near_truth {
+                    if !(near.tolerance.is_finite() && near.tolerance >= 0.0) {
+                        found.push((
+                            index,
+                            "tolerance",
+                            format!(
+                                "tolerance {} of `{}` is not a number ≥ 0",
+                                near.tolerance, near.path
+                            ),
+                            "a tolerance is the largest allowed difference from the truth: \
+                             0 or more, e.g. 0.01",
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let extents = step_extents(source, scenario.steps.len());
+    found
+        .into_iter()
+        .map(|(index, needle, message, hint)| {
+            let (line, column, next) = extents[index];
+            let (l, c) = find_in(source, (line, next), needle, (line, column));
+            diagnostic(path, source, l, c, message, hint)
+        })
+        .collect()
+}
+
+/// `near_truth` keys that no fixture truth has, found before the run (they would fail every
+/// journey at run time). `truth_keys` are the dotted keys of `fixtures/expected/*.yaml`.
+pub fn unknown_truths(
+    file: &ScenarioFile,
+    source: &str,
+    truth_keys: &std::collections::BTreeSet<String>,
+) -> Vec<Diagnostic> {
+    let unknown = |step: &Step| match step {
+        Step::ExpectResponse(r) => r.near_truth.iter().any(|n| !truth_keys.contains(&n.truth)),
+        _ => false,
+    };
+    if !file.scenario.steps.iter().any(unknown) {
+        return Vec::new();
+    }
+    let extents = step_extents(source, file.scenario.steps.len());
+    let mut problems = Vec::new();
+    for (step, &(line, column, next)) in file.scenario.steps.iter().zip(&extents) {
+        let Step::ExpectResponse(r) = step else {
+            continue;
+        };
+        for near in r
+            .near_truth
+            .iter()
+            .filter(|n| !truth_keys.contains(&n.truth))
+        {
+            let (l, c) = find_in(source, (line, next), &near.truth, (line, column));
+            problems.push(diagnostic(
+                &file.path,
+                source,
+                l,
+                c,
+                format!("no fixture truth has the key `{}`", near.truth),
+                "near_truth compares with a key of fixtures/expected/<dataset>.yaml: check \
+                 the spelling, or --fixtures",
+            ));
+        }
+    }
+    problems
+}
+
 /// A scenario file, parsed and checked.
 #[derive(Debug, Clone)]
 pub struct ScenarioFile {
@@ -291,6 +449,27 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
             1,
             "a scenario needs at least one step".into(),
             &format!("add steps; they are: {STEP_NAMES}"),
+        ));
+    }
+    problems.extend(vacuous_checks(path, source, &scenario));
+    if scenario.load.iterations == Some(0) || scenario.load.vus == 0 {
+        let key = if scenario.load.vus == 0 {
+            "vus"
+        } else {
+            "iterations"
+        };
+        let (line, column) = source_lines(source)
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.trim_start().starts_with(key))
+            .map_or((1, 1), |(i, l)| (i + 1, l.len() - l.trim_start().len() + 1));
+        problems.push(diagnostic(
+            path,
+            source,
+            line,
+            column,
+            format!("`load.{key}` is 0: no journey would run"),
+            "a run that starts no journey verifies nothing; give at least 1",
         ));
     }
     if scenario.load.iterations.is_some() && scenario.load.duration.is_some() {

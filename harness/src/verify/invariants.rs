@@ -272,9 +272,29 @@ pub fn check_isolation(transcripts: &[(&Identity, &Transcript)]) -> Vec<Vec<Fail
             }
         }
     }
-    let Ok(automaton) = aho_corasick::AhoCorasick::new(&needles) else {
-        return vec![Vec::new(); transcripts.len()];
-    };
+    match aho_corasick::AhoCorasick::new(&needles) {
+        Ok(automaton) => scan(transcripts, &automaton, &needles, &owners),
+        Err(e) => unchecked(transcripts.len(), &e.to_string()),
+    }
+}
+
+/// The isolation check could not run: every transcript fails with the reason, so a run is
+/// never declared isolated without having been checked.
+fn unchecked(transcripts: usize, why: &str) -> Vec<Vec<Failure>> {
+    let failure = Failure::new(
+        FailureClass::Harness("isolation_check".into()),
+        format!("the isolation check could not run: {why}"),
+        None,
+    );
+    vec![vec![failure]; transcripts]
+}
+
+fn scan(
+    transcripts: &[(&Identity, &Transcript)],
+    automaton: &aho_corasick::AhoCorasick,
+    needles: &[&str],
+    owners: &[&str],
+) -> Vec<Vec<Failure>> {
     transcripts
         .iter()
         .map(|(own, transcript)| {
@@ -472,6 +492,16 @@ mod tests {
             classes(&check_connection(&netra, &transcript(doubled))),
             ["duplicate_event"]
         );
+    }
+
+    #[test]
+    fn an_isolation_check_that_cannot_run_fails_every_transcript() {
+        let failures = unchecked(3, "pattern set too large");
+        assert_eq!(failures.len(), 3);
+        for found in &failures {
+            assert_eq!(classes(found), ["harness_error:isolation_check"]);
+            assert!(found[0].message.contains("pattern set too large"));
+        }
     }
 
     #[test]

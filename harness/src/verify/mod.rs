@@ -35,6 +35,16 @@ pub enum FailureClass {
     Timeout,
     /// The answer's content did not hold up.
     ContentMismatch,
+    /// The connection ended without a close frame (reset, protocol error, EOF): 1006.
+    ConnectionLost,
+    /// The server closed the connection (any code but 1011) before the journey was done;
+    /// the message names the code and reason.
+    ConnectionClosed,
+    /// The harness itself could not carry out a check or a step (a crashed virtual user, a
+    /// check that could not run, a fault that could not be switched). Never a pass.
+    Harness(String),
+    /// No journey ran where one should have (a scenario whose load started none).
+    NoJourneys,
 }
 
 impl fmt::Display for FailureClass {
@@ -51,6 +61,10 @@ impl fmt::Display for FailureClass {
             Self::IsolationBreach => f.write_str("isolation_breach"),
             Self::Timeout => f.write_str("timeout"),
             Self::ContentMismatch => f.write_str("content_mismatch"),
+            Self::ConnectionLost => f.write_str("connection_lost"),
+            Self::ConnectionClosed => f.write_str("connection_closed"),
+            Self::Harness(what) => write!(f, "harness_error:{what}"),
+            Self::NoJourneys => f.write_str("no_journeys"),
         }
     }
 }
@@ -87,9 +101,16 @@ pub struct Transcript {
     pub frames: Vec<ReceivedFrame>,
     /// The close code the server sent, if it closed.
     pub close_code: Option<u16>,
+    /// The reason the server gave with its close frame.
+    pub close_reason: Option<String>,
+    /// Set when the connection ended without a close frame: what the socket said.
+    pub lost: Option<String>,
     /// Set when the connection resumed after this `seq`: the first event must follow it
     /// (instead of `connection_established.last_seq`).
     pub resumed_after: Option<u64>,
+    /// How many of `frames` (the last ones) were read after the client sent its close: what
+    /// the server still sent before it saw the close. Timing decides how many there are.
+    pub after_close: usize,
     /// Bytes of the text frames received (the payload, not the WebSocket framing).
     pub bytes_received: u64,
 }

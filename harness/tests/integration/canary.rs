@@ -22,6 +22,7 @@ fn options(target: apex_harness::client::Target) -> RunOptions {
         progress: false,
         baseline: None,
         dependencies: None,
+        cutoff: Default::default(),
     }
 }
 

@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn every_transport_reaches_a_complete_run() {
     let (target, _stop) = start_backend().await;
-    let http = target.http_client();
+    let http = target.http_client().unwrap();
     let session = login(&http, &target, "carol@apex.test", "correct-horse", WAIT)
         .await
         .unwrap();
@@ -55,7 +55,7 @@ async fn every_transport_reaches_a_complete_run() {
 #[tokio::test]
 async fn failures_come_back_classified() {
     let (target, _stop) = start_backend().await;
-    let http = target.http_client();
+    let http = target.http_client().unwrap();
     let refused = login(&http, &target, "carol@apex.test", "wrong", WAIT)
         .await
         .unwrap_err();

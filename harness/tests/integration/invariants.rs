@@ -17,7 +17,7 @@ async fn journey(
     marker: String,
     runs: usize,
 ) -> (Identity, Transcript) {
-    let http = target.http_client();
+    let http = target.http_client().unwrap();
     let wait = Duration::from_secs(10);
     let session = login(&http, &target, &email, "correct-horse", wait)
         .await

@@ -13,7 +13,7 @@ use crate::start_backend;
 #[tokio::test]
 async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
     let (target, _stop) = start_backend().await;
-    let http = target.http_client();
+    let http = target.http_client().unwrap();
     let tasks = (1..=20).map(|n| {
         let (http, target) = (http.clone(), target.clone());
         tokio::spawn(async move {
@@ -61,7 +61,7 @@ async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
 #[tokio::test]
 async fn a_missing_or_unexpected_event_is_named() {
     let (target, _stop) = start_backend().await;
-    let http = target.http_client();
+    let http = target.http_client().unwrap();
     let mut spec = JourneySpec::golden("bob@apex.test", "correct-horse");
     spec.event_timeout = Duration::from_millis(500);
     // Expect an event the backend never sends, between two it does.

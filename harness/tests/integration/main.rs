@@ -3,6 +3,7 @@
 
 mod canary;
 mod client;
+mod double;
 mod faults;
 mod invariants;
 mod journey;
@@ -11,6 +12,7 @@ mod sabotage;
 mod scenarios;
 mod snapshots;
 mod tls;
+mod verdicts;
 
 use std::path::PathBuf;
 

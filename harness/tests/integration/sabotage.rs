@@ -41,6 +41,7 @@ async fn run_scenario(
         progress: false,
         baseline: None,
         dependencies: None,
+        cutoff: Default::default(),
     };
     run(&[file], &options).await
 }
