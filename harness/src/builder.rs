@@ -44,12 +44,9 @@ impl Harness {
             destination,
             files: Vec::new(),
             options: RunOptions {
-                target: Target {
-                    authority: String::new(),
-                    tls: None,
-                    connect_to: None,
-                },
+                target: Target::default(),
                 profile: None,
+                target_settings: Default::default(),
                 vus: None,
                 iterations: None,
                 thresholds: Vec::new(),

@@ -108,9 +108,15 @@ pub struct CanaryArgs {
 /// Which scenarios, and how to run them (shared by `run` and `canary`).
 #[derive(Debug, clap::Args)]
 pub struct Selection {
-    /// Protocol profile for every scenario: `apex` or `netra`.
+    /// Protocol profile for every scenario: `apex`, `netra` or a profile file; the scenario's
+    /// own `fields:` and `target:` still apply over it.
     #[arg(long)]
     pub profile: Option<String>,
+    /// A target setting over every scenario's, `KEY=VALUE` (repeatable):
+    /// `login.path=/auth/login`, `ticket.field=ticket_id`, `ws.path=/api/v1/websocket`,
+    /// `welcome=none`, `message={"type":"chat","message":"{content}"}`, … (docs/scenarios.md).
+    #[arg(long = "target-setting", value_name = "KEY=VALUE")]
+    pub target_settings: Vec<String>,
     /// Only scenarios with this tag (repeatable: any of them).
     #[arg(long)]
     pub tag: Vec<String>,
@@ -140,7 +146,8 @@ pub struct RunArgs {
     /// Scenario files or folders.
     #[arg(default_value = "scenarios")]
     pub paths: Vec<PathBuf>,
-    /// `bundled` (the reference backend in-process) or a URL (`http://host:port`).
+    /// `bundled` (the reference backend in-process) or a URL: `http(s)://host[:port][/prefix]`
+    /// (the prefix goes before every route) or `ws(s)://host[:port]/path` (the WebSocket).
     #[arg(long, default_value = "bundled")]
     pub target: String,
     #[command(flatten)]
@@ -231,9 +238,98 @@ struct Prepared {
     runtime: tokio::runtime::Runtime,
 }
 
+/// `--target-setting KEY=VALUE`s as target settings: each dotted key becomes a nested map,
+/// each value is read as YAML (`false`, `{"type":"chat"}`) or taken as text.
+pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSettings, String> {
+    let mut root = serde_json::Map::new();
+    for spec in specs {
+        let (key, value) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--target-setting '{spec}': expected KEY=VALUE"))?;
+        let value = serde_saphyr::from_str::<serde_json::Value>(value)
+            .ok()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| serde_json::Value::String(value.to_owned()));
+        let mut map = &mut root;
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            map = map
+                .entry(part.to_string())
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+                .ok_or_else(|| format!("--target-setting '{spec}': `{part}` is not a section"))?;
+        }
+        map.insert(parts[parts.len() - 1].to_owned(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(root))
+        .map_err(|e| format!("--target-setting: {e} (docs/scenarios.md lists the settings)"))
+}
+
+/// A `--profile`: a built-in name or a profile file.
+fn profile_option(name: &str, err: &mut impl Write) -> Result<crate::profile::Profile, u8> {
+    if let Some(profile) = crate::profile::Profile::by_name(name) {
+        return Ok(profile);
+    }
+    crate::scenario::load_profile(std::path::Path::new(name)).map_err(|diagnostics| {
+        for diagnostic in diagnostics {
+            let _ = writeln!(err, "{diagnostic}\n");
+        }
+        let _ = writeln!(
+            err,
+            "error: --profile `{name}`: use apex, netra or a profile file"
+        );
+        exit_codes::USAGE
+    })
+}
+
+/// The `${NAME}`s the scenarios name and the environment does not set, as diagnostics.
+fn check_variables(files: &[ScenarioFile], err: &mut impl Write) -> Result<(), u8> {
+    let mut unset = false;
+    for file in files {
+        let source = std::fs::read_to_string(&file.path).unwrap_or_default();
+        for (name, line, column) in crate::runner::unset_variables(&source) {
+            unset = true;
+            let text = source.lines().nth(line - 1).unwrap_or_default();
+            let _ = writeln!(
+                err,
+                "error: `${{{name}}}` is not set in the environment\n --> {}:{line}:{column}\n  |\n  | {text}\n  = hint: export {name}=… before the run (secrets stay out of scenario files)\n",
+                file.path.display()
+            );
+        }
+    }
+    if unset {
+        Err(exit_codes::USAGE)
+    } else {
+        Ok(())
+    }
+}
+
 /// Loads and filters the scenarios, checks profile and thresholds, builds the runtime.
-fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Result<Prepared, u8> {
+/// Against the bundled backend, scenarios written for another platform (`bundled: false`)
+/// are left out, in one line.
+fn prepare(
+    paths: &[PathBuf],
+    select: &Selection,
+    bundled: bool,
+    err: &mut impl Write,
+) -> Result<Prepared, u8> {
     let scenarios = load_all(paths, Some(&select.fixtures), err).ok_or(exit_codes::USAGE)?;
+    let (scenarios, elsewhere): (Vec<_>, Vec<_>) = scenarios
+        .into_iter()
+        .partition(|f| f.scenario.bundled || !bundled);
+    if !elsewhere.is_empty() {
+        let names: Vec<String> = elsewhere
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        let _ = writeln!(
+            err,
+            "note: {} scenarios written for another platform are left out against the bundled \
+             backend (run them with --target URL): {}",
+            elsewhere.len(),
+            names.join(", ")
+        );
+    }
     let selected: Vec<_> = scenarios
         .into_iter()
         .filter(|f| select.tag.is_empty() || f.scenario.tags.iter().any(|t| select.tag.contains(t)))
@@ -251,18 +347,29 @@ fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Resul
         );
         return Err(exit_codes::USAGE);
     }
-    let profile = match select
-        .profile
-        .as_deref()
-        .map(|p| (p, crate::profile::Profile::by_name(p)))
-    {
+    check_variables(&selected, err)?;
+    let profile = match select.profile.as_deref() {
         None => None,
-        Some((_, Some(profile))) => Some(profile),
-        Some((name, None)) => {
-            let _ = writeln!(err, "error: unknown profile `{name}` (use apex or netra)");
-            return Err(exit_codes::USAGE);
-        }
+        Some(name) => Some(profile_option(name, err)?),
     };
+    if let Some(profile) = &profile {
+        for file in selected.iter().filter(|f| f.scenario.profile.is_some()) {
+            if file.profile.name != profile.name {
+                let _ = writeln!(
+                    err,
+                    "note: {}: --profile {} replaces its `profile: {}`; its own `fields:` and \
+                     `target:` still apply over it",
+                    file.path.display(),
+                    profile.name,
+                    file.profile.name
+                );
+            }
+        }
+    }
+    let target_settings = target_settings(&select.target_settings).map_err(|e| {
+        let _ = writeln!(err, "error: {e}");
+        exit_codes::USAGE
+    })?;
     let mut thresholds = Vec::new();
     for spec in &select.thresholds {
         match crate::threshold::parse_spec(spec) {
@@ -285,12 +392,9 @@ fn prepare(paths: &[PathBuf], select: &Selection, err: &mut impl Write) -> Resul
             exit_codes::INFRASTRUCTURE
         })?;
     let options = crate::runner::RunOptions {
-        target: crate::client::Target {
-            authority: String::new(),
-            tls: None,
-            connect_to: None,
-        },
+        target: crate::client::Target::default(),
         profile,
+        target_settings,
         vus: select.vus,
         iterations: select.iterations,
         thresholds,
@@ -378,7 +482,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         scenarios,
         mut options,
         runtime,
-    } = match prepare(&args.paths, &args.select, err) {
+    } = match prepare(&args.paths, &args.select, args.target == "bundled", err) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -458,7 +562,12 @@ fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         scenarios,
         options,
         runtime,
-    } = match prepare(&args.paths, &args.select, err) {
+    } = match prepare(
+        &args.paths,
+        &args.select,
+        args.baseline == "bundled" || args.candidate == "bundled",
+        err,
+    ) {
         Ok(p) => p,
         Err(code) => return code,
     };

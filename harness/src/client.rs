@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::profile::{TargetSettings, lookup};
 use crate::verify::{FailureClass, Transcript};
 
 /// A classified client failure.
@@ -42,10 +43,16 @@ fn refused(class: FailureClass, message: String, status: u16) -> ClientFailure {
 }
 
 /// Where the backend is: `http://host:port`, `https://host`, `ws://…` or `wss://…`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Target {
     /// `host:port`.
     pub authority: String,
+    /// An `http(s)://host/prefix` URL's path: put before every route (a deployment behind a
+    /// path prefix). Empty for none.
+    pub prefix: String,
+    /// A `ws(s)://host/path?query` URL's path and query: the WebSocket to open, instead of
+    /// the profile's `ws.path`.
+    pub ws_path: Option<String>,
     /// Set for `https://` / `wss://` targets: rustls (ring) with the Mozilla roots plus any
     /// extra CA given with [`Target::trust_ca`].
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -81,15 +88,38 @@ fn tls_config(
 }
 
 impl Target {
-    /// Parses `http(s)://host[:port]`, `ws(s)://host[:port]` or `host:port`; a path is ignored.
+    /// Parses `http(s)://host[:port][/prefix]`, `ws(s)://host[:port][/path[?query]]` or
+    /// `host:port`. An http(s) path is a prefix for every route; a ws(s) path (and query) is
+    /// the WebSocket to open. Neither is dropped.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (tls, rest) = match url.split_once("://") {
-            Some(("http" | "ws", rest)) => (false, rest),
-            Some(("https" | "wss", rest)) => (true, rest),
+        let (tls, websocket, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (false, false, rest),
+            Some(("ws", rest)) => (false, true, rest),
+            Some(("https", rest)) => (true, false, rest),
+            Some(("wss", rest)) => (true, true, rest),
             Some((scheme, _)) => return Err(format!("{url}: unsupported scheme `{scheme}`")),
-            None => (false, url),
+            None => (false, false, url),
         };
-        let authority = rest.split('/').next().unwrap_or_default();
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        let (prefix, ws_path) = match (websocket, path.as_str()) {
+            (_, "" | "/") => (String::new(), None),
+            (true, _) => (String::new(), Some(path.clone())),
+            (false, _) if path.contains('?') => {
+                return Err(format!(
+                    "{url}: a query on an http(s) target means nothing; for the WebSocket's \
+                     query use a ws(s):// URL or `--target-setting ws.query=…`"
+                ));
+            }
+            (false, _) => (path.trim_end_matches('/').to_owned(), None),
+        };
         if authority.is_empty() {
             return Err(format!("{url}: no host"));
         }
@@ -101,6 +131,8 @@ impl Target {
         let tls = if tls { Some(tls_config(&[])?) } else { None };
         Ok(Self {
             authority,
+            prefix,
+            ws_path,
             tls,
             connect_to: None,
         })
@@ -123,12 +155,24 @@ impl Target {
 
     pub fn http(&self, path: &str) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}{path}", self.authority)
+        format!("{scheme}://{}{}{path}", self.authority, self.prefix)
     }
 
-    pub fn ws(&self, query: &str) -> String {
+    /// The WebSocket URL: the target URL's own ws path if it had one, else `path` (the
+    /// profile's), with `query` parameters added (`a=1&b=2`, may be empty).
+    pub fn ws(&self, path: &str, query: &str) -> String {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
-        format!("{scheme}://{}/ws{query}", self.authority)
+        let path = match &self.ws_path {
+            Some(own) => own.clone(),
+            None => format!("{}{path}", self.prefix),
+        };
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("{joiner}{query}")
+        };
+        format!("{scheme}://{}{path}{query}", self.authority)
     }
 
     /// An HTTP client for this target (its TLS settings and fault-proxy routing included).
@@ -198,7 +242,7 @@ pub struct Session {
     pub access_token: String,
 }
 
-/// `POST /api/auth/login`. A 401 is `auth_rejected`; no answer in time is `timeout`.
+/// `POST /api/auth/login` with the apex contract's fields; see [`login_with`].
 pub async fn login(
     http: &reqwest::Client,
     target: &Target,
@@ -206,48 +250,139 @@ pub async fn login(
     password: &str,
     timeout: Duration,
 ) -> Result<Session, ClientFailure> {
-    let request = http
-        .post(target.http("/api/auth/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .timeout(timeout);
-    let response = send_retrying(request).await.map_err(|e| {
-        let class = if e.is_timeout() {
-            FailureClass::Timeout
-        } else {
-            FailureClass::HandshakeFailed
-        };
-        failure(class, format!("login request failed: {e}"))
-    })?;
+    login_with(
+        http,
+        target,
+        &TargetSettings::default(),
+        email,
+        password,
+        timeout,
+    )
+    .await
+}
+
+/// A request that got no answer: `unreachable` when the server could not be reached or
+/// dropped the request (connect refused, DNS, TLS, reset), `timeout` when it did not answer
+/// in time.
+fn unanswered(what: &str, url: &str, e: &reqwest::Error) -> ClientFailure {
+    let class = if e.is_timeout() && !e.is_connect() {
+        FailureClass::Timeout
+    } else {
+        FailureClass::Unreachable
+    };
+    failure(class, format!("{what} {url}: {e}"))
+}
+
+/// A body for a message: its text, cut at 300 characters.
+fn body_text(body: &str) -> String {
+    let cut: String = body.chars().take(300).collect();
+    if cut.len() < body.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+/// Logs in as the platform's settings say (route, body fields, where the token and user
+/// id are). A 401/403 is `auth_rejected`; any other answer that is not a success is
+/// `http_error` with the route, status and body: the server is there, the journey failed.
+pub async fn login_with(
+    http: &reqwest::Client,
+    target: &Target,
+    settings: &TargetSettings,
+    email: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<Session, ClientFailure> {
+    let url = target.http(settings.login_path());
+    let mut body = serde_json::Map::new();
+    body.insert(settings.login_email_field().to_owned(), json!(email));
+    body.insert(settings.login_password_field().to_owned(), json!(password));
+    let request = http.post(&url).json(&body).timeout(timeout);
+    let response = send_retrying(request)
+        .await
+        .map_err(|e| unanswered("login at", &url, &e))?;
     let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let text = response.text().await.unwrap_or_default();
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if status.as_u16() == 401 || status.as_u16() == 403 {
         return Err(refused(
             FailureClass::AuthRejected,
-            format!("login of {email} refused with {status}: {body}"),
+            format!(
+                "login of {email} at {url} refused with {status}: {}",
+                body_text(&text)
+            ),
             status.as_u16(),
         ));
     }
     if !status.is_success() {
         return Err(refused(
-            FailureClass::HandshakeFailed,
-            format!("login of {email} answered {status}: {body}"),
+            FailureClass::HttpError,
+            format!("login at {url} answered {status}: {}", body_text(&text)),
             status.as_u16(),
         ));
     }
-    let access_token = body["access_token"]
-        .as_str()
+    let token_path = settings.login_token();
+    let access_token = lookup(&answer, token_path)
+        .and_then(Value::as_str)
         .ok_or_else(|| {
             failure(
                 FailureClass::ContentMismatch,
-                format!("login answer has no access_token: {body}"),
+                format!(
+                    "the login answer has no `{token_path}`: {}",
+                    body_text(&text)
+                ),
             )
         })?
         .to_owned();
     Ok(Session {
         email: email.to_owned(),
-        user_id: body["user"]["id"].as_str().map(str::to_owned),
+        user_id: lookup(&answer, settings.login_user_id())
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         access_token,
     })
+}
+
+/// A single-use ticket for the upgrade, from the platform's ticket route.
+async fn ticket(
+    http: &reqwest::Client,
+    target: &Target,
+    settings: &TargetSettings,
+    token: &str,
+    timeout: Duration,
+) -> Result<String, ClientFailure> {
+    let url = target.http(settings.ticket_path());
+    let request = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&json!({}))
+        .timeout(timeout);
+    let answer = send_retrying(request)
+        .await
+        .map_err(|e| unanswered("ticket request to", &url, &e))?;
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let field = settings.ticket_field();
+    match lookup(&body, field).and_then(Value::as_str) {
+        Some(ticket) if status.is_success() => Ok(ticket.to_owned()),
+        _ => {
+            let class = match status.as_u16() {
+                401 | 403 => FailureClass::AuthRejected,
+                _ if status.is_success() => FailureClass::ContentMismatch,
+                _ => FailureClass::HttpError,
+            };
+            Err(refused(
+                class,
+                format!(
+                    "no ticket at `{field}` from {url} ({status}): {}",
+                    body_text(&text)
+                ),
+                status.as_u16(),
+            ))
+        }
+    }
 }
 
 /// One WebSocket connection and everything it received.
@@ -278,52 +413,34 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Connection, ClientFailure> {
     let token = session.map(|s| s.access_token.as_str());
-    connect_with(http, target, token, transport, timeout, "").await
+    let settings = TargetSettings::default();
+    connect_with(http, target, &settings, token, transport, timeout, "").await
 }
 
 /// [`connect`] with an explicit token (or none) and extra query parameters
 /// (`last_seq=N`).
+#[allow(clippy::too_many_arguments)]
 pub async fn connect_with(
     http: &reqwest::Client,
     target: &Target,
+    settings: &TargetSettings,
     token: Option<&str>,
     transport: Transport,
     timeout: Duration,
     extra_query: &str,
 ) -> Result<Connection, ClientFailure> {
     let token = token.unwrap_or_default();
-    let mut query = match transport {
-        Transport::Ticket => {
-            let request = http
-                .post(target.http("/api/websocket/ticket"))
-                .bearer_auth(token)
-                .timeout(timeout);
-            let answer = send_retrying(request).await.map_err(|e| {
-                failure(
-                    FailureClass::HandshakeFailed,
-                    format!("ticket request failed: {e}"),
-                )
-            })?;
-            let status = answer.status();
-            let body: Value = answer.json().await.unwrap_or(Value::Null);
-            let ticket = body["ticket"].as_str().ok_or_else(|| {
-                let class = if status.as_u16() == 401 {
-                    FailureClass::AuthRejected
-                } else {
-                    FailureClass::HandshakeFailed
-                };
-                failure(class, format!("no ticket ({status}): {body}"))
-            })?;
-            format!("?ticket={ticket}")
-        }
-        _ => String::new(),
-    };
-    if !extra_query.is_empty() {
-        query.push(if query.is_empty() { '?' } else { '&' });
-        query.push_str(extra_query);
+    let mut query: Vec<String> = [settings.ws_query(), extra_query]
+        .into_iter()
+        .filter(|q| !q.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if transport == Transport::Ticket {
+        let ticket = ticket(http, target, settings, token, timeout).await?;
+        query.push(format!("{}={ticket}", settings.ticket_param()));
     }
     let mut request = target
-        .ws(&query)
+        .ws(settings.ws_path(), &query.join("&"))
         .into_client_request()
         .map_err(|e| failure(FailureClass::HandshakeFailed, e.to_string()))?;
     let header = |value: String| {
@@ -360,7 +477,7 @@ pub async fn connect_with(
         };
         let tcp = tcp.map_err(|e| {
             failure(
-                FailureClass::HandshakeFailed,
+                FailureClass::Unreachable,
                 format!("cannot reach {}: {e}", target.authority),
             )
         })?;
@@ -391,6 +508,14 @@ pub async fn connect_with(
                         status.as_u16(),
                     )
                 }
+                tungstenite::Error::Tls(e) => failure(
+                    FailureClass::Unreachable,
+                    format!("TLS handshake failed: {e}"),
+                ),
+                tungstenite::Error::Io(e) => failure(
+                    FailureClass::Unreachable,
+                    format!("the connection failed during the upgrade: {e}"),
+                ),
                 other => failure(
                     FailureClass::HandshakeFailed,
                     format!("handshake failed: {other}"),
@@ -566,9 +691,20 @@ mod tests {
         assert_eq!(
             Target::parse("ws://localhost:9/ws")
                 .unwrap()
-                .ws("?ticket=t"),
+                .ws("/other", "ticket=t"),
             "ws://localhost:9/ws?ticket=t"
         );
+        // A ws:// URL's path and query are the socket; an http:// path is a route prefix.
+        let demo = Target::parse("ws://host:1/api/demo/ws?mode=x").unwrap();
+        assert_eq!(demo.ws("/ws", ""), "ws://host:1/api/demo/ws?mode=x");
+        assert_eq!(demo.ws("/ws", "a=1"), "ws://host:1/api/demo/ws?mode=x&a=1");
+        let staged = Target::parse("https://host/staging/").unwrap();
+        assert_eq!(
+            staged.http("/auth/login"),
+            "https://host:443/staging/auth/login"
+        );
+        assert_eq!(staged.ws("/ws", ""), "wss://host:443/staging/ws");
+        assert!(Target::parse("http://host/x?y=1").is_err());
         assert_eq!(
             Target::parse("example.test").unwrap().authority,
             "example.test:80"

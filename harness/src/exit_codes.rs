@@ -9,7 +9,8 @@ pub const JOURNEY_FAILED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// A threshold was breached while the journeys themselves passed.
 pub const THRESHOLD_BREACHED: u8 = 3;
-/// Infrastructure: the target is unreachable or services are unavailable.
+/// Infrastructure: the bundled backend could not start, or no journey could reach the target
+/// at all (refused, DNS, TLS). A server that answers, even with a 404, is not this.
 pub const INFRASTRUCTURE: u8 = 4;
 /// `compare` or `run --baseline`: a metric regressed beyond tolerance against the baseline.
 pub const REGRESSION: u8 = 5;

@@ -660,7 +660,10 @@ impl ScenarioFaults {
                     ..target.clone()
                 }
             } else {
-                crate::client::Target::parse(&format!("http://{}", proxy.addr)).map_err(failed)?
+                crate::client::Target {
+                    authority: proxy.addr.to_string(),
+                    ..target.clone()
+                }
             };
             target_proxy = Some(proxy);
         }

@@ -13,8 +13,9 @@
 //! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
 //!   ticket, load-balancer-preserved header, none), frames recorded into a transcript,
 //!   failures classified.
-//! - [`profile`]: protocol profiles (`apex`, strict; `netra`, the real platform's looser
-//!   shapes): where a frame's type, `seq` and run id live, what to ignore.
+//! - [`profile`]: protocol profiles (`apex`, strict; `netra`, the real platform; profile
+//!   files): the platform's routes, fields and frames ([`profile::TargetSettings`]), where a
+//!   frame's type, `seq`, run and thread ids live, what to ignore.
 //! - [`verify`]: the invariants every journey is held to, over a connection's transcript, and
 //!   the failure classes they report.
 //! - [`journey`]: one golden-path journey run and judged (ordered expected events with

@@ -112,6 +112,9 @@ pub fn summary(report: &RunReport) -> String {
                     at.as_secs_f64() * 1000.0
                 );
             }
+            if let Some(close) = &journey.close {
+                let _ = writeln!(out, "      connection {close}");
+            }
         }
     }
     let _ = writeln!(
@@ -236,6 +239,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                 "failed": s.failed.iter().map(|j| json!({
                     "user": j.email,
                     "failures": j.failures.iter().map(|f| json!({ "class": f.class.to_string(), "message": f.message })).collect::<Vec<_>>(),
+                    "close": j.close,
                     "last_frames": j.last_frames.iter().map(|(at, frame)| json!({ "at_ms": at.as_secs_f64() * 1000.0, "frame": frame })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })

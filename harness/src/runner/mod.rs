@@ -28,8 +28,11 @@ pub use steps::{JourneyContext, lookup, run_journey};
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub target: Target,
-    /// Overrides every scenario's profile.
+    /// Replaces every scenario's profile (`--profile`); the scenario's `fields:` and
+    /// `target:` still apply over it.
     pub profile: Option<Profile>,
+    /// `--target-setting`s: over every scenario's target settings.
+    pub target_settings: crate::profile::TargetSettings,
     pub vus: Option<u32>,
     pub iterations: Option<u32>,
     /// Added to every scenario's thresholds (or to the defaults).
@@ -53,6 +56,9 @@ pub struct FailedJourney {
     pub failures: Vec<Failure>,
     /// The last frames received before the failure, with their arrival times.
     pub last_frames: Vec<(Duration, Value)>,
+    /// How the last connection ended, when the server closed it or it was lost:
+    /// `1000 "main cleanup"`.
+    pub close: Option<String>,
 }
 
 /// The outcome of one scenario.
@@ -135,9 +141,12 @@ impl RunReport {
 
     /// The documented exit code: journeys first, then thresholds.
     pub fn exit_code(&self) -> u8 {
+        // Infrastructure only when the target could not be reached at all: every journey of
+        // every scenario failed as `unreachable` and nothing else.
+        let unreachable = FailureClass::Unreachable.to_string();
         let infrastructure = self.scenarios.iter().all(|s| {
             s.journeys > 0
-                && s.failures_by_class.keys().all(|c| c == "handshake_failed")
+                && s.failures_by_class.keys().all(|c| *c == unreachable)
                 && s.failed.len() as u64 == s.journeys
         });
         if self.nothing_ran() {
@@ -220,8 +229,9 @@ pub fn truth_keys(fixtures_dir: &Path) -> std::collections::BTreeSet<String> {
     keys
 }
 
-/// `${NAME}` replaced from the environment (unset: left as is, and the login will say so).
-fn interpolate(text: &str) -> String {
+/// `${NAME}` replaced from the environment (unset: left as is; `run` refuses files that
+/// name unset variables before it starts, see [`unset_variables`]).
+pub(crate) fn interpolate(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -240,6 +250,33 @@ fn interpolate(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The `${NAME}`s a scenario file names that the environment does not set, each with its
+/// line and column (1-based); comment lines are not read.
+pub fn unset_variables(source: &str) -> Vec<(String, usize, usize)> {
+    let mut unset = Vec::new();
+    for (index, line) in source.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(start) = line[from..].find("${").map(|at| from + at) {
+            let Some(end) = line[start..].find('}').map(|at| start + at) else {
+                break;
+            };
+            let name = &line[start + 2..end];
+            if std::env::var_os(name).is_none() {
+                unset.push((
+                    name.to_owned(),
+                    index + 1,
+                    line[..start].chars().count() + 1,
+                ));
+            }
+            from = end + 1;
+        }
+    }
+    unset
 }
 
 /// The scenario's users as (email, password), pools expanded.
@@ -284,10 +321,18 @@ fn secrets_of(scenario: &crate::scenario::Scenario) -> Vec<String> {
 /// Runs one scenario under its load.
 pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> ScenarioReport {
     let scenario = &file.scenario;
-    let profile = options
-        .profile
-        .clone()
-        .unwrap_or_else(|| file.profile.clone());
+    let mut profile = match &options.profile {
+        Some(base) => file.profile_over(base.clone()),
+        None => file.profile.clone(),
+    };
+    profile.target = match profile
+        .target
+        .over(&options.target_settings)
+        .interpolated(&|text| Ok(interpolate(text)))
+    {
+        Ok(settings) => settings,
+        Err(e) => return unrunnable(file, e),
+    };
     let fixtures = Arc::new(Fixtures::load(&options.fixtures_dir));
     let users = Arc::new(users_of(&scenario.users));
     let vus = options.vus.unwrap_or(scenario.load.vus).max(1);
@@ -303,7 +348,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let ticker = Arc::new(tokio::sync::Mutex::new(pace.map(tokio::time::interval)));
-    let timeout = scenario.target.timeout.unwrap_or(Duration::from_secs(10));
+    let timeout = profile.target.timeout.unwrap_or(Duration::from_secs(10));
     let ramp = scenario.load.ramp_up.unwrap_or_default();
     let http = match options.target.http_client() {
         Ok(http) => http,
@@ -476,6 +521,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                     .rev()
                     .map(|f| (f.at, f.value.clone()))
                     .collect(),
+                close: outcome.transcripts.last().and_then(close_of),
             });
         }
     }
@@ -496,6 +542,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                 None,
             )],
             last_frames: Vec::new(),
+            close: None,
         });
         *failures_by_class
             .entry(FailureClass::NoJourneys.to_string())
@@ -542,6 +589,23 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     }
 }
 
+/// How a connection ended, for the diagnosis: the server's close code and reason, or what
+/// the socket said when it was lost.
+fn close_of(transcript: &crate::verify::Transcript) -> Option<String> {
+    match (
+        &transcript.close_code,
+        &transcript.close_reason,
+        &transcript.lost,
+    ) {
+        (Some(code), Some(reason), _) if !reason.is_empty() => {
+            Some(format!("closed with {code} \"{reason}\""))
+        }
+        (Some(code), _, _) => Some(format!("closed with {code}")),
+        (None, _, Some(lost)) => Some(format!("lost without a close frame: {lost}")),
+        _ => None,
+    }
+}
+
 /// Every virtual user's journeys. A virtual user whose task panicked (or was cancelled)
 /// lost its journeys: it counts as one failed journey, `harness_error:worker_crashed`, never
 /// as nothing.
@@ -568,7 +632,7 @@ async fn gather(
 
 /// A scenario that could not start: reported as an infrastructure failure (exit code 4).
 fn unrunnable(file: &ScenarioFile, message: String) -> ScenarioReport {
-    let class = crate::verify::FailureClass::HandshakeFailed;
+    let class = FailureClass::Unreachable;
     ScenarioReport {
         name: file.scenario.name.clone(),
         path: file.path.clone(),
@@ -577,6 +641,7 @@ fn unrunnable(file: &ScenarioFile, message: String) -> ScenarioReport {
             email: "-".into(),
             failures: vec![Failure::new(class.clone(), message, None)],
             last_frames: Vec::new(),
+            close: None,
         }],
         failures_by_class: BTreeMap::from([(class.to_string(), 1)]),
         metrics: Metrics::default(),

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::client::{
-    ClientFailure, Connection, Session, Target, Transport, connect_with, login, send_retrying,
+    ClientFailure, Connection, Session, Target, Transport, connect_with, login_with, send_retrying,
 };
 use crate::journey::JourneyOutcome;
-use crate::profile::Profile;
+pub use crate::profile::lookup;
+use crate::profile::{Profile, message_frame};
 use crate::runner::cutoff::{Cut, Cutoff};
 use crate::scenario::{
     CloseStep, ConnectStep, EventExpectation, ExpectStep, HttpStep, LoginStep, ResponseStep,
@@ -18,18 +19,45 @@ use crate::scenario::{
 };
 use crate::verify::{Failure, FailureClass, check_connection};
 
-/// Text that must never reach a user: stack traces, panics, language reprs, driver errors.
-const LEAKED_INTERNALS: &[&str] = &[
-    "Traceback (most recent call last)",
-    "panicked at",
-    "stack backtrace",
-    " object at 0x",
-    "NoneType",
-    "SQLSTATE",
-    "sqlx::",
-    "redis::",
-    "RUST_BACKTRACE",
+/// Text that must never reach a user: stack traces and panics of Python, JavaScript, Java,
+/// Go and Rust, language reprs of objects and dicts, driver errors. Each with its name for
+/// the message.
+const LEAKED_INTERNALS: &[(&str, &str)] = &[
+    ("a Python traceback", r"Traceback \(most recent call last\)"),
+    ("a Python stack frame", r#"File "[^"]+", line \d+"#),
+    (
+        "a Python object repr",
+        r"\b[A-Z][A-Za-z0-9_]*\([a-z_][a-z0-9_]*=",
+    ),
+    ("a Python dict repr", r"\{'[^'\n]{1,80}': "),
+    ("a Python object address", r" object at 0x[0-9a-fA-F]+"),
+    ("Python's NoneType", r"\bNoneType\b"),
+    (
+        "a JavaScript stack frame",
+        r"\bat [^\s()]+ \([^()\s]+:\d+:\d+\)",
+    ),
+    (
+        "a JavaScript error",
+        r"\b(TypeError|ReferenceError|SyntaxError): ",
+    ),
+    ("a Java stack frame", r"\bat [\w$.]+\([\w$]+\.java:\d+\)"),
+    ("a Java exception", r"Exception in thread "),
+    ("a Go panic", r"goroutine \d+ \[[a-z ]+\]:"),
+    ("a Rust panic", r"panicked at"),
+    ("a Rust backtrace", r"stack backtrace|RUST_BACKTRACE"),
+    ("a SQL error", r"SQLSTATE"),
+    ("a driver's error", r"\b(sqlx|redis)::"),
 ];
+
+/// The first leak of internals in `text`, by name.
+fn leaked_internals(text: &str) -> Option<&'static str> {
+    static PATTERNS: std::sync::OnceLock<regex::RegexSet> = std::sync::OnceLock::new();
+    let set = PATTERNS.get_or_init(|| {
+        regex::RegexSet::new(LEAKED_INTERNALS.iter().map(|(_, p)| p)).expect("valid patterns")
+    });
+    let first = set.matches(text).into_iter().next()?;
+    Some(LEAKED_INTERNALS[first].0)
+}
 
 /// What every journey of a run shares.
 pub struct JourneyContext<'a> {
@@ -57,14 +85,6 @@ fn client_failure(e: ClientFailure) -> Failure {
     Failure::new(e.class, e.message, None)
 }
 
-/// The value at a dotted path.
-pub fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.').try_fold(value, |v, key| match v {
-        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
-        _ => v.get(key),
-    })
-}
-
 struct Journey<'a> {
     ctx: &'a JourneyContext<'a>,
     password: String,
@@ -76,11 +96,32 @@ struct Journey<'a> {
     token: Option<String>,
     messages: usize,
     message_id: Option<String>,
-    run_id: Option<String>,
+    /// The run this journey's message started, once its `agent_started` arrived.
+    run: Option<RunFamily>,
     /// Highest `seq` received on any connection of this journey.
     last_seq: Option<u64>,
     /// The event an `expect` step is waiting for, for the message when the run is cut.
     waiting_for: Option<String>,
+}
+
+/// A journey's run on the wire: every id it goes by (its run id, its thread id, the runs of
+/// sub-agents started inside it) and how deep its agents are nested.
+#[derive(Debug, Default)]
+struct RunFamily {
+    ids: Vec<String>,
+    depth: u32,
+}
+
+/// Where a frame belongs, as far as this journey's expectations go.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    /// An event of this journey's run.
+    Mine,
+    /// A sub-agent's own start or end inside this journey's run: part of the run, but not
+    /// the run's `agent_started`/`agent_completed`.
+    Nested,
+    /// Another run's.
+    Other,
 }
 
 fn transport_of(name: TransportName) -> Transport {
@@ -112,7 +153,7 @@ pub async fn run_journey(
         token: None,
         messages: 0,
         message_id: None,
-        run_id: None,
+        run: None,
         last_seq: None,
         waiting_for: None,
     };
@@ -193,12 +234,13 @@ impl Journey<'_> {
     async fn login(&mut self, step: &LoginStep) -> Result<(), Failure> {
         let password = step
             .password
-            .clone()
-            .unwrap_or_else(|| self.password.clone());
+            .as_deref()
+            .map_or_else(|| self.password.clone(), crate::runner::interpolate);
         let email = self.outcome.identity.email.clone();
-        let result = login(
+        let result = login_with(
             self.ctx.http,
             self.ctx.target,
+            &self.ctx.profile.target,
             &email,
             &password,
             self.ctx.timeout,
@@ -236,6 +278,7 @@ impl Journey<'_> {
         let opened = connect_with(
             self.ctx.http,
             self.ctx.target,
+            &self.ctx.profile.target,
             token.as_deref(),
             self.transport,
             timeout,
@@ -243,34 +286,86 @@ impl Journey<'_> {
         )
         .await;
         let mut conn = opened?;
-        let first = conn.next_frame(timeout).await;
-        let welcomed = matches!(&first, Ok(Some(f))
-            if self.ctx.profile.frame_type(f) == Some("connection_established"));
-        if welcomed {
+        let Some(welcome) = self.ctx.profile.target.welcome() else {
+            self.conn = Some(conn);
+            return Ok(());
+        };
+        let profile = self.ctx.profile;
+        let mut first = conn.next_frame(timeout).await;
+        // Heartbeats and the like may come first; they stay in the transcript.
+        while let Ok(Some(f)) = &first
+            && let Some(kind) = profile.frame_type(f)
+            && kind != welcome
+            && profile.is_ignored(kind)
+        {
+            first = conn.next_frame(timeout).await;
+        }
+        if matches!(&first, Ok(Some(f)) if profile.frame_type(f) == Some(welcome)) {
             self.conn = Some(conn);
             return Ok(());
         }
-        let close = conn.close_text();
+        let failure = self.instead_of_welcome(&mut conn, welcome, first).await;
         // Whatever arrived instead of the welcome is kept for the diagnosis.
         self.outcome.transcripts.push(conn.close().await);
-        Err(match first {
-            Err(e) => e,
-            Ok(None) => ClientFailure {
-                class: FailureClass::ConnectionClosed,
-                message: format!("the server closed with {close} before any welcome frame"),
-                status: None,
-            },
-            Ok(Some(frame)) => ClientFailure {
-                class: FailureClass::HandshakeFailed,
-                message: format!("first frame is not connection_established: {frame}"),
-                status: None,
-            },
-        })
+        Err(failure)
+    }
+
+    /// What the server did instead of welcoming: its frames verbatim (an error frame, say)
+    /// and, when it closed right after, the close with its code and reason.
+    async fn instead_of_welcome(
+        &self,
+        conn: &mut Connection,
+        welcome: &str,
+        first: Result<Option<Value>, ClientFailure>,
+    ) -> ClientFailure {
+        let failure = |class, message| ClientFailure {
+            class,
+            message,
+            status: None,
+        };
+        let mut sent = Vec::new();
+        let mut next = first;
+        // A server that failed usually closes at once; wait a little for that close.
+        let deadline = Instant::now() + self.ctx.timeout.min(Duration::from_secs(2));
+        loop {
+            match next {
+                Ok(Some(frame)) => sent.push(frame.to_string()),
+                Ok(None) => {
+                    return failure(
+                        FailureClass::ConnectionClosed,
+                        format!(
+                            "the server closed with {} before the welcome `{welcome}`{}",
+                            conn.close_text(),
+                            sent_text(&sent)
+                        ),
+                    );
+                }
+                Err(e) if e.class == FailureClass::Timeout && !sent.is_empty() => {
+                    return failure(
+                        FailureClass::HandshakeFailed,
+                        format!(
+                            "the first frame is not the welcome `{welcome}`{}",
+                            sent_text(&sent)
+                        ),
+                    );
+                }
+                Err(mut e) => {
+                    e.message = format!(
+                        "{} before the welcome `{welcome}`{}",
+                        e.message,
+                        sent_text(&sent)
+                    );
+                    return e;
+                }
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            next = conn.next_frame(wait).await;
+        }
     }
 
     async fn connect(&mut self, step: &ConnectStep) -> Result<(), Failure> {
         self.transport = transport_of(step.transport);
-        self.token = step.token.clone();
+        self.token = step.token.as_deref().map(crate::runner::interpolate);
         let timeout = step.timeout.unwrap_or(self.ctx.timeout);
         let result = self.open("", timeout).await;
         match (result, step.expect_status) {
@@ -299,12 +394,14 @@ impl Journey<'_> {
                 self.messages += 1;
                 let marker = &self.outcome.identity.marker;
                 let message_id = format!("{marker}-m{}", self.messages);
-                let frame = json!({
-                    "type": "user_message",
-                    "payload": { "content": format!("{content} [{marker}]"), "message_id": message_id },
-                });
+                let frame = message_frame(
+                    &self.ctx.profile.target.message(),
+                    &format!("{content} [{marker}]"),
+                    marker,
+                    &message_id,
+                );
                 self.message_id = Some(message_id);
-                self.run_id = None;
+                self.run = None;
                 frame.to_string()
             }
             (None, Some(frame), None, None) => frame.to_string(),
@@ -405,8 +502,17 @@ impl Journey<'_> {
             if step.ignore.iter().any(|i| i == kind) {
                 continue;
             }
-            if kind == "error" {
-                let code = frame["payload"]["code"].as_str().unwrap_or_default();
+            let settings = &profile.target;
+            if settings.ack()
+                && let Some(seq) = profile.seq(&frame)
+            {
+                let ack = json!({ "type": "ack", "seq": seq });
+                self.conn()?.send_json(&ack).await.map_err(client_failure)?;
+            }
+            if kind == settings.error_type() {
+                let code = lookup(&frame, settings.error_code())
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 return match error_wanted {
                     Some(want) if want == code => Ok(()),
                     _ => Err(mismatch(format!(
@@ -420,19 +526,8 @@ impl Journey<'_> {
                 continue;
             }
             // Only this journey's run counts; other runs of the same user may interleave.
-            if let Some(this_run) = profile.run_id(&frame) {
-                match &self.run_id {
-                    Some(mine) if mine == this_run => {}
-                    None if kind == "agent_started" && self.is_my_run(&frame) => {
-                        self.run_id = Some(this_run.to_owned());
-                        let runs = &mut self.outcome.identity.runs;
-                        runs.push(this_run.to_owned());
-                        if let Some(thread) = frame["thread_id"].as_str() {
-                            runs.push(thread.to_owned());
-                        }
-                    }
-                    _ => continue,
-                }
+            if self.place(kind, &frame) != Place::Mine {
+                continue;
             }
             if frame.get("redelivery") == Some(&Value::Bool(true)) {
                 continue;
@@ -514,8 +609,57 @@ impl Journey<'_> {
                     .timings
                     .agent_completed
                     .get_or_insert(self.started.elapsed());
-                self.outcome.answer = frame.get("payload").cloned();
+                self.outcome.answer = lookup(&frame, settings.answer_root()).cloned();
             }
+        }
+    }
+
+    /// Where `frame` belongs. The run's ids are learnt from its first `agent_started` after
+    /// the message (run id and thread id); on platforms with nested agents, a run started
+    /// while this one is open is a sub-agent's and joins the family, and only the last
+    /// `agent_completed` ends the run.
+    fn place(&mut self, kind: &str, frame: &Value) -> Place {
+        let profile = self.ctx.profile;
+        let Some(id) = profile.run_id(frame) else {
+            return Place::Mine;
+        };
+        let thread = profile.thread_id(frame);
+        let nested = profile.nested_agents;
+        let Some(run) = &mut self.run else {
+            if kind != "agent_started" || !self.is_my_run(frame) {
+                return Place::Other;
+            }
+            let ids: Vec<String> = [Some(id), thread]
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect();
+            self.outcome.identity.runs.extend(ids.iter().cloned());
+            self.run = Some(RunFamily { ids, depth: 1 });
+            return Place::Mine;
+        };
+        let known = run.ids.iter().any(|i| i == id);
+        match kind {
+            "agent_started" if nested && (known || run.depth > 0) => {
+                for new in [Some(id), thread].into_iter().flatten() {
+                    if !run.ids.iter().any(|i| i == new) {
+                        run.ids.push(new.to_owned());
+                        self.outcome.identity.runs.push(new.to_owned());
+                    }
+                }
+                run.depth += 1;
+                Place::Nested
+            }
+            _ if !known => Place::Other,
+            "agent_completed" | "agent_error" if nested => {
+                run.depth = run.depth.saturating_sub(1);
+                if run.depth > 0 {
+                    Place::Nested
+                } else {
+                    Place::Mine
+                }
+            }
+            _ => Place::Mine,
         }
     }
 
@@ -540,12 +684,17 @@ impl Journey<'_> {
             && step.not_contains.is_empty()
             && step.regex.is_empty()
             && step.min_length.is_none());
-        let text = match answer["final_response"].as_str() {
+        let paths = self.ctx.profile.target.answer_text();
+        let found = paths
+            .iter()
+            .find_map(|p| lookup(&answer, p).and_then(Value::as_str));
+        let text = match found {
             Some(text) => text,
             // An absent answer must not pass `not_contains` as if it were empty.
             None if needs_text => {
                 return Err(mismatch(format!(
-                    "the answer has no text at `final_response`: {answer}"
+                    "the answer has no text at `{}`: {answer}",
+                    paths.join("` or `")
                 )));
             }
             None => "",
@@ -608,12 +757,13 @@ impl Journey<'_> {
                 text.chars().count()
             )));
         }
-        if step.no_leaked_internals
-            && let Some(leak) = LEAKED_INTERNALS
-                .iter()
-                .find(|l| answer.to_string().contains(*l))
-        {
-            return Err(mismatch(format!("the answer leaks internals: `{leak}`")));
+        if step.no_leaked_internals {
+            // The text itself (unescaped) and the rest of the answer.
+            for haystack in [text.to_owned(), answer.to_string()] {
+                if let Some(leak) = leaked_internals(&haystack) {
+                    return Err(mismatch(format!("the answer leaks internals: {leak}")));
+                }
+            }
         }
         Ok(())
     }
@@ -625,6 +775,15 @@ impl Journey<'_> {
     }
 
     async fn resume(&mut self, step: &ResumeStep) -> Result<(), Failure> {
+        if !self.ctx.profile.target.resume() {
+            return Err(fail(
+                FailureClass::Harness("resume_unsupported".into()),
+                format!(
+                    "the `{}` profile says this platform does not resume streams",
+                    self.ctx.profile.name
+                ),
+            ));
+        }
         self.disconnect().await;
         let last = self.last_seq.unwrap_or(0);
         let query = match step.via {
@@ -651,7 +810,12 @@ impl Journey<'_> {
         let mut request = self
             .ctx
             .http
-            .request(method, self.ctx.target.http(&step.path))
+            .request(
+                method,
+                self.ctx
+                    .target
+                    .http(&crate::runner::interpolate(&step.path)),
+            )
             .timeout(self.ctx.timeout);
         if step.auth
             && let Some(session) = &self.session
@@ -766,6 +930,15 @@ fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), Strin
     }
 }
 
+/// `: <frame>; <frame>` for a message, or nothing.
+fn sent_text(frames: &[String]) -> String {
+    if frames.is_empty() {
+        String::new()
+    } else {
+        format!("; it sent: {}", frames.join("; "))
+    }
+}
+
 fn kind_of(expectation: &EventExpectation) -> &str {
     match expectation {
         EventExpectation::Type(kind) => kind,
@@ -798,7 +971,41 @@ fn check_fields(expectation: &EventExpectation, frame: &Value) -> Result<(), Fai
 
 #[cfg(test)]
 mod tests {
-    use super::check_metric;
+    use super::{check_metric, leaked_internals};
+
+    #[test]
+    fn leaks_of_five_languages_are_recognised_and_plain_answers_are_not() {
+        let leaks = [
+            (
+                "{'workflow_completed': True, 'data': AgentExecutionResult(success=False, error=\"x\")}",
+                "a Python object repr",
+            ),
+            ("{'workflow_completed': True}", "a Python dict repr"),
+            (
+                "Traceback (most recent call last):\n  File \"app.py\", line 3, in <module>",
+                "a Python traceback",
+            ),
+            (
+                "TypeError: x is undefined\n    at handler (/srv/app.js:10:5)",
+                "a JavaScript stack frame",
+            ),
+            (
+                "java.lang.NullPointerException\n\tat com.netra.Chat.answer(Chat.java:42)",
+                "a Java stack frame",
+            ),
+            (
+                "panic: oops\n\ngoroutine 1 [running]:\nmain.main()",
+                "a Go panic",
+            ),
+            ("thread 'main' panicked at src/main.rs:2:5", "a Rust panic"),
+        ];
+        for (text, name) in leaks {
+            assert_eq!(leaked_internals(text), Some(name), "{text}");
+        }
+        let plain = "## Savings\nSwitch **gpt-4o** to gpt-4o-mini (saves $12.40/month); Cache \
+                     repeated prompts (ttl=1h). See the table: {\"model\": \"gpt-4o\"}.";
+        assert_eq!(leaked_internals(plain), None);
+    }
 
     #[test]
     fn prometheus_metrics_are_checked_against_bounds() {

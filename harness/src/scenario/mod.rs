@@ -2,7 +2,7 @@
 //! is reported as `path:line:col`, the line with a caret, and one line on how to fix it.
 //! Parsing does no I/O beyond reading the file and never touches the network.
 
-mod model;
+pub(crate) mod model;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -194,6 +194,9 @@ fn with_fields(mut profile: Profile, fields: &FieldPaths) -> Profile {
     if !fields.run_id.is_empty() {
         profile.run_id_paths = paths(&fields.run_id);
     }
+    if !fields.thread_id.is_empty() {
+        profile.thread_id_paths = paths(&fields.thread_id);
+    }
     if !fields.tool_name.is_empty() {
         profile.tool_name_paths = paths(&fields.tool_name);
     }
@@ -367,8 +370,78 @@ pub fn unknown_truths(
 pub struct ScenarioFile {
     pub path: PathBuf,
     pub scenario: Scenario,
+    /// The scenario's profile with its `fields:` and `target:` applied.
     pub profile: Profile,
     pub thresholds: Vec<threshold::Threshold>,
+}
+
+impl ScenarioFile {
+    /// `base` (a `--profile`) in place of the scenario's own profile; the scenario's
+    /// `fields:` and `target:` still apply over it, being this scenario's own details.
+    pub fn profile_over(&self, base: Profile) -> Profile {
+        let mut profile = with_fields(base, &self.scenario.fields);
+        profile.target = profile.target.over(&self.scenario.target);
+        profile
+    }
+}
+
+/// A built-in profile by name, or a profile file (a name with a `/` or ending in `.yaml`,
+/// relative to the scenario's folder). `Ok(None)`: an unknown name.
+fn resolve_profile(scenario_path: &Path, name: &str) -> Result<Option<Profile>, Vec<Diagnostic>> {
+    if let Some(profile) = Profile::by_name(name) {
+        return Ok(Some(profile));
+    }
+    if !(name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml")) {
+        return Ok(None);
+    }
+    let file = scenario_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(name);
+    load_profile(&file).map(Some)
+}
+
+/// Reads a profile file (docs/scenarios.md, "Testing another platform").
+pub fn load_profile(path: &Path) -> Result<Profile, Vec<Diagnostic>> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the profile file: {e}"),
+            hint: "the path is relative to the scenario file's folder".into(),
+            source_line: String::new(),
+        }]
+    })?;
+    let file: ProfileFile = serde_saphyr::from_str(&source).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+        let message = reword(bare_message(&e));
+        let hint = hint_for(&message);
+        vec![diagnostic(path, &source, line, column, message, hint)]
+    })?;
+    let base = match &file.base {
+        None => Profile::apex(),
+        Some(name) => Profile::by_name(&name.value).ok_or_else(|| {
+            let (line, column) = location(name);
+            vec![diagnostic(
+                path,
+                &source,
+                line,
+                column,
+                format!("unknown base profile `{}`", name.value),
+                "a profile file starts from `apex` or `netra`",
+            )]
+        })?,
+    };
+    let mut profile = with_fields(base, &file.fields);
+    profile.name = file.name;
+    if let Some(nested) = file.nested_agents {
+        profile.nested_agents = nested;
+    }
+    profile.target = profile.target.over(&file.target);
+    Ok(profile)
 }
 
 /// Parses scenario text; `path` is only for the diagnostics.
@@ -385,21 +458,30 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
 
     let profile = match &scenario.profile {
         None => Profile::apex(),
-        Some(name) => Profile::by_name(&name.value).unwrap_or_else(|| {
-            let (line, column) = location(name);
-            problems.push(diagnostic(
-                path,
-                source,
-                line,
-                column,
-                format!("unknown profile `{}`", name.value),
-                "use `apex` (the bundled backend, strict) or `netra` (the real platform)",
-            ));
-            Profile::apex()
-        }),
+        Some(name) => match resolve_profile(path, &name.value) {
+            Ok(Some(profile)) => profile,
+            Ok(None) => {
+                let (line, column) = location(name);
+                problems.push(diagnostic(
+                    path,
+                    source,
+                    line,
+                    column,
+                    format!("unknown profile `{}`", name.value),
+                    "use `apex` (the bundled backend, strict), `netra` (the real platform) or \
+                     a profile file (`./my-platform.yaml`)",
+                ));
+                Profile::apex()
+            }
+            Err(diagnostics) => {
+                problems.extend(diagnostics);
+                Profile::apex()
+            }
+        },
     };
 
-    let profile = with_fields(profile, &scenario.fields);
+    let mut profile = with_fields(profile, &scenario.fields);
+    profile.target = profile.target.over(&scenario.target);
 
     let mut thresholds = Vec::new();
     for (metric, expressions) in &scenario.thresholds {

@@ -18,14 +18,20 @@ pub struct Scenario {
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Protocol profile: `apex` (default) or `netra`.
+    /// Protocol profile: `apex` (default), `netra`, or a profile file (`./my-platform.yaml`,
+    /// relative to this file).
     #[serde(default)]
     pub profile: Option<Spanned<String>>,
+    /// `false`: written for another platform; `run` against the bundled backend leaves it
+    /// out (and says so), `run --target URL` runs it.
+    #[serde(default = "yes")]
+    pub bundled: bool,
     /// Where the profile finds a frame's fields, overriding the profile's defaults.
     #[serde(default)]
     pub fields: FieldPaths,
+    /// The platform's routes, fields and frames, over the profile's (docs/scenarios.md).
     #[serde(default)]
-    pub target: TargetDefaults,
+    pub target: crate::profile::TargetSettings,
     /// Who the virtual users are; they take these in turn.
     #[serde(default)]
     pub users: Vec<UserSpec>,
@@ -38,6 +44,24 @@ pub struct Scenario {
     /// Faults injected while the scenario runs (docs/scenarios.md, "Faults").
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+}
+
+/// A profile file: a built-in profile to start from, then field paths and target settings
+/// over it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    pub name: String,
+    /// `apex` (default) or `netra`.
+    #[serde(default)]
+    pub base: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fields: FieldPaths,
+    /// Sub-agents nest their own runs inside the user's run.
+    #[serde(default)]
+    pub nested_agents: Option<bool>,
+    #[serde(default)]
+    pub target: crate::profile::TargetSettings,
 }
 
 /// Where a fault sits.
@@ -180,6 +204,8 @@ pub struct FieldPaths {
     #[serde(default)]
     pub run_id: Vec<String>,
     #[serde(default)]
+    pub thread_id: Vec<String>,
+    #[serde(default)]
     pub tool_name: Vec<String>,
     /// Frame types that are never events (heartbeats), added to the profile's.
     #[serde(default)]
@@ -187,16 +213,6 @@ pub struct FieldPaths {
     /// Require a `seq` on every event (overrides the profile).
     #[serde(default)]
     pub require_seq: Option<bool>,
-}
-
-/// Defaults for every request of the scenario.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetDefaults {
-    /// Longest wait for login, the upgrade, and each expected event unless a step says
-    /// otherwise.
-    #[serde(default, with = "duration_opt")]
-    pub timeout: Option<Duration>,
 }
 
 /// A user, by credentials (with `${ENV}` interpolation at run time) or a fixture pool.
@@ -506,7 +522,7 @@ mod duration {
     }
 }
 
-mod duration_opt {
+pub(crate) mod duration_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -17,8 +17,15 @@ pub enum FailureClass {
     AuthRejected,
     /// The server closed with 1011 (always an error).
     Ws1011,
-    /// The WebSocket handshake failed or hung.
+    /// The WebSocket handshake failed: the upgrade was refused (not for credentials), or
+    /// the first frame was not the welcome.
     HandshakeFailed,
+    /// The target could not be reached at all: connection refused, DNS, TLS, a reset before
+    /// any answer. The only class that makes a run an infrastructure failure (exit 4).
+    Unreachable,
+    /// An HTTP request got an answer that is not a success (a 404 on the login route): the
+    /// server is there; the message has the route, the status and the body.
+    HttpError,
     /// An expected event never arrived.
     MissingEvent(String),
     /// Events arrived out of order (within a run, or `seq` going backwards).
@@ -53,6 +60,8 @@ impl fmt::Display for FailureClass {
             Self::AuthRejected => f.write_str("auth_rejected"),
             Self::Ws1011 => f.write_str("ws_1011"),
             Self::HandshakeFailed => f.write_str("handshake_failed"),
+            Self::Unreachable => f.write_str("unreachable"),
+            Self::HttpError => f.write_str("http_error"),
             Self::MissingEvent(kind) => write!(f, "missing_event:{kind}"),
             Self::OrderViolation => f.write_str("order_violation"),
             Self::DuplicateEvent => f.write_str("duplicate_event"),

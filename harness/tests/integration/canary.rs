@@ -15,6 +15,7 @@ fn options(target: apex_harness::client::Target) -> RunOptions {
     RunOptions {
         target,
         profile: None,
+        target_settings: Default::default(),
         vus: Some(2),
         iterations: Some(10),
         thresholds: Vec::new(),

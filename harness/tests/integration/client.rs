@@ -76,7 +76,7 @@ async fn failures_come_back_classified() {
         .unwrap_err();
     assert_eq!(
         unreachable.class,
-        FailureClass::HandshakeFailed,
+        FailureClass::Unreachable,
         "{unreachable}"
     );
 

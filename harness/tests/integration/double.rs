@@ -62,6 +62,20 @@ pub fn run_of_five(final_response: Option<&str>) -> Vec<Value> {
 /// Starts the server on its own thread and runtime (the CLI under test runs its own);
 /// returns its `http://` URL. It lives until the test process ends.
 pub fn start(script: Script) -> String {
+    serve(
+        Router::new()
+            .route("/api/auth/login", post(login))
+            .route("/ws", get(upgrade))
+            .route(
+                "/status",
+                get(|| async { axum::Json(json!({ "status": "ok" })) }),
+            )
+            .with_state(Arc::new(script)),
+    )
+}
+
+/// Serves `app` on `127.0.0.1:0` from a thread and runtime of its own; returns its URL.
+pub fn serve(app: Router) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -71,14 +85,6 @@ pub fn start(script: Script) -> String {
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = Router::new()
-                .route("/api/auth/login", post(login))
-                .route("/ws", get(upgrade))
-                .route(
-                    "/status",
-                    get(|| async { axum::Json(json!({ "status": "ok" })) }),
-                )
-                .with_state(Arc::new(script));
             axum::serve(listener, app).await.unwrap();
         });
     });

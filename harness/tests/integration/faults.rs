@@ -41,6 +41,7 @@ fn options(
     RunOptions {
         target,
         profile: None,
+        target_settings: Default::default(),
         vus: None,
         iterations: None,
         thresholds: Vec::new(),
@@ -107,13 +108,7 @@ async fn a_blackhole_is_a_timeout() {
 #[tokio::test]
 async fn a_reset_connection_is_named() {
     let faults = "  - { toxic: { reset_peer: { after: 0ms } } }";
-    caught(
-        "header",
-        faults,
-        exit_codes::INFRASTRUCTURE,
-        "handshake_failed",
-    )
-    .await;
+    caught("header", faults, exit_codes::INFRASTRUCTURE, "unreachable").await;
 }
 
 #[tokio::test]
@@ -157,13 +152,7 @@ async fn a_starved_bandwidth_makes_events_late_or_missing() {
 #[tokio::test]
 async fn a_target_that_is_down_is_an_infrastructure_failure() {
     let faults = "  - { toxic: down }";
-    caught(
-        "header",
-        faults,
-        exit_codes::INFRASTRUCTURE,
-        "handshake_failed",
-    )
-    .await;
+    caught("header", faults, exit_codes::INFRASTRUCTURE, "unreachable").await;
 }
 
 #[tokio::test]

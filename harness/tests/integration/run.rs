@@ -28,6 +28,12 @@ fn the_shipped_scenarios_pass_against_the_bundled_backend() {
     ]);
     assert_eq!(code, exit_codes::PASS, "{out}\n{err}");
     assert!(out.contains("PASS  Load smoke"), "{out}");
+    // scenarios/netra/ is for the real platform: left out here, in one line.
+    assert!(
+        err.contains("4 scenarios written for another platform are left out"),
+        "{err}"
+    );
+    assert!(!out.contains("Netra"), "{out}");
     // scenarios/resilience/ is among them; its Redis scenarios run (through fault proxies in
     // front of the bundled backend's services) whenever the services are configured.
     assert!(out.contains("PASS  A bandwidth-starved client"), "{out}");

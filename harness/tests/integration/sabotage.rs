@@ -34,6 +34,7 @@ async fn run_scenario(
     let options = RunOptions {
         target,
         profile: None,
+        target_settings: Default::default(),
         vus: None,
         iterations,
         thresholds: Vec::new(),
