@@ -1,5 +1,5 @@
 //! Deliberate breakage for the harness's self-test: each mode reproduces one failure that
-//! really happened to the platform (DESIGN §6), so a test can prove the harness catches it
+//! really happened to the platform (docs/failure-modes.md), so a test can prove the harness catches it
 //! with the right failure class. Compiled in, **refused at start-up unless
 //! `--allow-sabotage` is also given**, never on by default (docs/failure-modes.md).
 

@@ -1,4 +1,4 @@
-//! Service selection (DESIGN §5), one module for the backend, its tests and the harness:
+//! Service selection (README, "Services"), one module for the backend, its tests and the harness:
 //!
 //! 1. **external** — `APEX_DATABASE_URL` and `APEX_REDIS_URL` (or the flags) are set;
 //! 2. **containers** — with the cargo feature `containers`, when a Docker daemon answers a

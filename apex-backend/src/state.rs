@@ -136,7 +136,7 @@ impl AppState {
         Self::with_services(config, services).await
     }
 
-    /// Selects the services (DESIGN §5; embedded only when `allow_embedded`) and builds the
+    /// Selects the services (README, "Services"; embedded only when `allow_embedded`) and builds the
     /// state over them.
     pub async fn start(config: Config, allow_embedded: bool) -> Result<Self, StartupError> {
         let services = Services::select(&config, allow_embedded).await?;

@@ -1,7 +1,7 @@
 //! `--target bundled`: the reference backend started in-process on `127.0.0.1:0`, on the
-//! services DESIGN §5 selects (the machine's Postgres and Redis when `APEX_DATABASE_URL` and
-//! `APEX_REDIS_URL` are set, else embedded). This is the only use the harness makes of the
-//! backend crate; journeys still speak to it over real sockets.
+//! services the backend selects (README, "Services": the machine's Postgres and Redis when
+//! `APEX_DATABASE_URL` and `APEX_REDIS_URL` are set, else embedded). This is the only use the
+//! harness makes of the backend crate; journeys still speak to it over real sockets.
 
 use std::path::Path;
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 pub use invariants::{Identity, check_connection, check_isolation};
 
-/// What went wrong, by class, as reports and thresholds count it (DESIGN §6).
+/// What went wrong, by class, as reports and thresholds count it (docs/failure-modes.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureClass {
     /// Login or handshake refused credentials that should work.
