@@ -84,6 +84,12 @@ pub struct JourneyOutcome {
     /// Each expected event and when it arrived (since the journey started), `None` if it
     /// never did.
     pub events: Vec<(String, Option<Duration>)>,
+    /// The journey checks its answer's content (`expect_response`): only such journeys count
+    /// towards `content_pass_rate`.
+    pub content_checked: bool,
+    /// The journey reused its virtual user's session instead of logging in
+    /// (`load.login: once_per_vu`).
+    pub session_reused: bool,
 }
 
 impl JourneyOutcome {
@@ -101,6 +107,8 @@ impl JourneyOutcome {
             timings: Timings::default(),
             answer: None,
             events: Vec::new(),
+            content_checked: false,
+            session_reused: false,
         }
     }
 
@@ -124,7 +132,7 @@ impl JourneyOutcome {
             self.timings.agent_completed.is_some(),
         );
         metrics.rate("error_rate", !self.passed());
-        if self.timings.login.is_some() {
+        if self.timings.login.is_some() || self.session_reused {
             metrics.rate("ws_connect_success_rate", self.timings.connect.is_some());
         }
         let trends = [
@@ -153,12 +161,15 @@ impl JourneyOutcome {
         let bytes: u64 = self.transcripts.iter().map(|t| t.bytes_received).sum();
         metrics.count("bytes_received", bytes);
         if let Some(answer) = &self.answer {
-            // Quality: the answer's substance passed its content checks.
-            let wrong = self
-                .failures
-                .iter()
-                .any(|f| f.class == FailureClass::ContentMismatch);
-            metrics.rate("content_pass_rate", !wrong);
+            // Quality: the answer's substance passed its content checks. Journeys that check
+            // nothing would dilute a drop where answers are checked, so they do not count.
+            if self.content_checked {
+                let wrong = self
+                    .failures
+                    .iter()
+                    .any(|f| f.class == FailureClass::ContentMismatch);
+                metrics.rate("content_pass_rate", !wrong);
+            }
             // Cost as the backend reports it (`payload.usage`, protocol §4.3).
             let usage = &answer["usage"];
             if let Some(ms) = usage["compute_ms"].as_f64().filter(|ms| *ms >= 0.0) {

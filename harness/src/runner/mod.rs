@@ -20,7 +20,7 @@ use crate::scenario::{ScenarioFile, UserSpec};
 use crate::threshold::{self, Threshold, Verdict};
 use crate::verify::{Failure, check_isolation};
 
-pub use steps::{JourneyContext, lookup, run_journey};
+pub use steps::{JourneyContext, VuSession, lookup, run_journey, run_journey_with};
 
 /// What to run against and how, beyond the files.
 #[derive(Debug, Clone)]
@@ -324,6 +324,8 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         };
         let faults = faults.clone();
         let steps = scenario.steps.clone();
+        let mut vu_session =
+            (scenario.load.login == crate::scenario::LoginMode::OncePerVu).then(VuSession::default);
         let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -346,7 +348,15 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                     interval.tick().await;
                 }
                 let marker = format!("mk{scenario_tag:08x}v{vu}i{iteration}");
-                let outcome = run_journey(&ctx, &steps, &email, &password, &marker).await;
+                let outcome = run_journey_with(
+                    &ctx,
+                    &steps,
+                    &email,
+                    &password,
+                    &marker,
+                    vu_session.as_mut(),
+                )
+                .await;
                 if !outcome.passed() {
                     let failed =
                         failed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
