@@ -10,7 +10,8 @@ pub const USAGE: u8 = 2;
 pub const THRESHOLD_BREACHED: u8 = 3;
 /// Infrastructure: the target is unreachable or services are unavailable.
 pub const INFRASTRUCTURE: u8 = 4;
-/// `compare` or `run --baseline`: a metric regressed beyond tolerance against the baseline.
+/// `compare --strict` or `run --baseline --strict`: a metric that decides regressed beyond
+/// tolerance against the baseline.
 pub const REGRESSION: u8 = 5;
 /// `canary`: a rollback rule fired for the candidate.
 pub const ROLLBACK: u8 = 6;
