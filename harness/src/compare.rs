@@ -71,10 +71,10 @@ impl Baseline {
         if report["schema_version"] != 1 {
             return Err("not an apex-harness JSON report (schema_version 1)".into());
         }
-        let mut scenarios = BTreeMap::new();
+        let mut scenarios: BTreeMap<String, RunSummary> = BTreeMap::new();
         for s in report["scenarios"].as_array().into_iter().flatten() {
             let name = s["name"].as_str().unwrap_or_default().to_owned();
-            scenarios.insert(name, summary_of(s)?);
+            scenarios.entry(name).or_default().add(&summary_of(s)?);
         }
         let mut totals = summary_of(&report["totals"])?;
         if totals.duration_s == 0.0 {
@@ -85,20 +85,18 @@ impl Baseline {
 
     /// A run that just finished, as a report of it would read.
     pub fn from_report(report: &crate::runner::RunReport) -> Self {
-        let scenarios = report
-            .scenarios
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    RunSummary {
-                        journeys: s.journeys,
-                        duration_s: s.duration.as_secs_f64(),
-                        metrics: s.metrics.clone(),
-                    },
-                )
-            })
-            .collect();
+        let mut scenarios: BTreeMap<String, RunSummary> = BTreeMap::new();
+        for s in &report.scenarios {
+            // Two files may share a name: their journeys count together, as in the totals.
+            scenarios
+                .entry(s.name.clone())
+                .or_default()
+                .add(&RunSummary {
+                    journeys: s.journeys,
+                    duration_s: s.duration.as_secs_f64(),
+                    metrics: s.metrics.clone(),
+                });
+        }
         Self {
             totals: RunSummary::from_report(report),
             scenarios,
