@@ -1,18 +1,24 @@
-//! Canary: the same scenarios against a baseline and a candidate deployment, interleaved
-//! (rounds alternate which target goes first, so drift hits both alike), then the stability
-//! protocol's rollback rules on the candidate:
+//! Canary: the same scenarios against a baseline and a candidate deployment in paired rounds
+//! (each round runs both back to back, and the rounds alternate which goes first: ABBAAB…, so
+//! drift and order hit both alike), then the rollback rules on the candidate:
 //!
-//! 1. its error rate is above 5 %;
-//! 2. its journey p99 is above 3 s;
-//! 3. it regressed beyond tolerance against the baseline target ([`crate::compare`]).
+//! 1. its error rate is above 5 % (the stability protocol);
+//! 2. its journey p99 is above 3 s (the stability protocol);
+//! 3. the share of its answers passing content checks dropped in a scenario that checks
+//!    content, consistently across rounds ([`crate::compare::compare_rounds`]), whatever the
+//!    other scenarios did;
+//! 4. another metric that may decide (latency, throughput, backend CPU, runs completed)
+//!    regressed against the baseline consistently across rounds, beyond the tolerance, which
+//!    is the minimum effect.
 //!
-//! Any rule that fires recommends a rollback, and the report says which.
+//! Rules 3 and 4 need [`MIN_ROUNDS`] rounds: with fewer they are inconclusive and never fire.
+//! Any rule that fires recommends a rollback, and the report says which and why.
 
 use std::fmt::Write as _;
 
 use crate::client::Target;
-use crate::compare::{Comparison, RunSummary, Tolerance, compare};
-use crate::runner::{RunOptions, run_scenario};
+use crate::compare::{Baseline, Comparison, MIN_ROUNDS, RunSummary, Tolerance, compare_rounds};
+use crate::runner::{RunOptions, RunReport, run_scenario};
 use crate::scenario::ScenarioFile;
 use crate::threshold::{Aggregate, observe};
 
@@ -20,6 +26,12 @@ use crate::threshold::{Aggregate, observe};
 pub const MAX_ERROR_RATE: f64 = 0.05;
 /// The candidate's journey p99 above this (ms) recommends a rollback.
 pub const MAX_P99_MS: f64 = 3000.0;
+
+/// Rule names, as reports print them.
+pub const RULE_ERROR_RATE: &str = "error rate > 5 %";
+pub const RULE_P99: &str = "p99 > 3 s";
+pub const RULE_QUALITY: &str = "quality drop in a scenario";
+pub const RULE_REGRESSION: &str = "regression against the baseline";
 
 /// One rollback rule and whether it fired.
 #[derive(Debug, Clone)]
@@ -32,11 +44,13 @@ pub struct Rule {
 /// The outcome of a canary.
 #[derive(Debug, Clone)]
 pub struct CanaryReport {
+    /// Every round pooled, per target.
     pub baseline: RunSummary,
     pub candidate: RunSummary,
+    pub rounds: usize,
     pub comparison: Comparison,
     pub rules: Vec<Rule>,
-    /// Neither target completed a single journey: nothing to judge.
+    /// No journey completed against the baseline: nothing to judge against.
     pub baseline_unusable: bool,
 }
 
@@ -55,13 +69,16 @@ impl CanaryReport {
     }
 }
 
-fn add(summary: &mut RunSummary, report: &crate::runner::ScenarioReport) {
-    summary.journeys += report.journeys;
-    summary.duration_s += report.duration.as_secs_f64();
-    summary.metrics.merge(&report.metrics);
+/// Runs every file once against `options.target`.
+async fn run_round(files: &[ScenarioFile], options: &RunOptions) -> Baseline {
+    let mut report = RunReport::default();
+    for file in files {
+        report.scenarios.push(run_scenario(file, options).await);
+    }
+    Baseline::from_report(&report)
 }
 
-/// Runs `files` `rounds` times against both targets, interleaved.
+/// Runs `files` in `rounds` paired rounds against both targets.
 pub async fn run(
     files: &[ScenarioFile],
     options: &RunOptions,
@@ -70,58 +87,131 @@ pub async fn run(
     rounds: u32,
     tolerance: Tolerance,
 ) -> CanaryReport {
-    let mut base = RunSummary::default();
-    let mut cand = RunSummary::default();
     let with = |target: &Target| RunOptions {
         target: target.clone(),
         ..options.clone()
     };
     let (base_options, cand_options) = (with(baseline), with(candidate));
+    let mut pairs = Vec::new();
     for round in 0..rounds.max(1) {
-        for file in files {
-            if round % 2 == 0 {
-                add(&mut base, &run_scenario(file, &base_options).await);
-                add(&mut cand, &run_scenario(file, &cand_options).await);
-            } else {
-                add(&mut cand, &run_scenario(file, &cand_options).await);
-                add(&mut base, &run_scenario(file, &base_options).await);
-            }
-        }
+        // ABBA: a target that runs second in one round runs first in the next, so warm-up or
+        // a steady drift favours neither.
+        let pair = if round % 2 == 0 {
+            let base = run_round(files, &base_options).await;
+            (base, run_round(files, &cand_options).await)
+        } else {
+            let cand = run_round(files, &cand_options).await;
+            (run_round(files, &base_options).await, cand)
+        };
+        pairs.push(pair);
     }
-    let comparison = compare(&base, &cand, tolerance);
+    judge(&pairs, tolerance)
+}
+
+/// The rules applied to paired rounds (baseline, candidate).
+pub fn judge(pairs: &[(Baseline, Baseline)], tolerance: Tolerance) -> CanaryReport {
+    let pooled = |side: fn(&(Baseline, Baseline)) -> &Baseline| {
+        let mut total = RunSummary::default();
+        for pair in pairs {
+            let run = &side(pair).totals;
+            total.journeys += run.journeys;
+            total.duration_s += run.duration_s;
+            total.metrics.merge(&run.metrics);
+        }
+        total
+    };
+    let (base, cand) = (pooled(|p| &p.0), pooled(|p| &p.1));
+    let comparison = compare_rounds(pairs, tolerance);
     let error_rate = observe(&cand.metrics, "error_rate", Aggregate::Rate);
     let p99 = observe(
         &cand.metrics,
         "journey_duration",
         Aggregate::Percentile(99.0),
     );
-    let regressions: Vec<String> = comparison
-        .regressions()
-        .map(|d| format!("{} {}", d.name, d.change_text()))
-        .collect();
+    let judged = |quality: bool| {
+        let regressions: Vec<String> = comparison
+            .regressions()
+            .filter(|d| d.scenario.is_some() == quality)
+            .map(|d| {
+                format!(
+                    "{} {} ({}, worse in {} of {} rounds)",
+                    d.name,
+                    d.change_text(),
+                    if quality {
+                        format!(
+                            "{:.1} % → {:.1} %",
+                            d.base.value * 100.0,
+                            d.new.value * 100.0
+                        )
+                    } else {
+                        "median of the rounds".to_owned()
+                    },
+                    d.rounds
+                        .iter()
+                        .filter(|c| {
+                            let worse = if d.higher_is_better { -**c } else { **c };
+                            worse > 0.0
+                        })
+                        .count(),
+                    d.rounds.len()
+                )
+            })
+            .collect();
+        let inconclusive = comparison
+            .inconclusive()
+            .filter(|d| d.scenario.is_some() == quality)
+            .count();
+        let detail = if !regressions.is_empty() {
+            regressions.join("; ")
+        } else if pairs.len() < MIN_ROUNDS {
+            format!(
+                "inconclusive: {} round(s), at least {MIN_ROUNDS} needed to judge against the \
+                 baseline{}",
+                pairs.len(),
+                if inconclusive > 0 {
+                    format!(" ({inconclusive} metric(s) moved beyond the tolerance)")
+                } else {
+                    String::new()
+                }
+            )
+        } else if quality
+            && !comparison
+                .deltas
+                .iter()
+                .any(|d| d.scenario.is_some() && d.decisive)
+        {
+            "no scenario checks content (no expect_response step)".to_owned()
+        } else {
+            "none consistent across rounds beyond tolerance".to_owned()
+        };
+        (!regressions.is_empty(), detail)
+    };
+    let (quality_fired, quality_detail) = judged(true);
+    let (regression_fired, regression_detail) = judged(false);
     let rules = vec![
         Rule {
-            name: "error rate > 5 %",
+            name: RULE_ERROR_RATE,
             fired: error_rate.is_none_or(|r| r > MAX_ERROR_RATE),
             detail: error_rate.map_or("no journeys".into(), |r| {
                 format!("candidate error rate {:.2} %", r * 100.0)
             }),
         },
         Rule {
-            name: "p99 > 3 s",
+            name: RULE_P99,
             fired: p99.is_none_or(|p| p > MAX_P99_MS),
             detail: p99.map_or("no successful journey".into(), |p| {
                 format!("candidate journey p99 {p:.1} ms")
             }),
         },
         Rule {
-            name: "regression against the baseline",
-            fired: !regressions.is_empty(),
-            detail: if regressions.is_empty() {
-                "none beyond tolerance".into()
-            } else {
-                regressions.join("; ")
-            },
+            name: RULE_QUALITY,
+            fired: quality_fired,
+            detail: quality_detail,
+        },
+        Rule {
+            name: RULE_REGRESSION,
+            fired: regression_fired,
+            detail: regression_detail,
         },
     ];
     let baseline_unusable = base
@@ -132,6 +222,7 @@ pub async fn run(
     CanaryReport {
         baseline: base,
         candidate: cand,
+        rounds: pairs.len(),
         comparison,
         rules,
         baseline_unusable,
@@ -140,18 +231,30 @@ pub async fn run(
 
 fn recommendation(report: &CanaryReport) -> String {
     let fired = report.fired();
-    if fired.is_empty() {
-        "PROMOTE: no rollback rule fired".into()
+    if !fired.is_empty() {
+        let reasons: Vec<String> = report
+            .rules
+            .iter()
+            .filter(|r| r.fired)
+            .map(|r| format!("{} ({})", r.name, r.detail))
+            .collect();
+        format!("ROLLBACK: {}", reasons.join("; "))
+    } else if report.rounds < MIN_ROUNDS {
+        format!(
+            "PROMOTE: the stability rules held; against the baseline inconclusive ({} round(s), \
+             {MIN_ROUNDS} needed)",
+            report.rounds
+        )
     } else {
-        format!("ROLLBACK: {}", fired.join(", "))
+        "PROMOTE: no rollback rule fired".into()
     }
 }
 
 /// The canary report for the terminal.
 pub fn text(report: &CanaryReport) -> String {
     let mut out = format!(
-        "baseline: {} journeys   candidate: {} journeys\n\n",
-        report.baseline.journeys, report.candidate.journeys
+        "{} paired rounds   baseline: {} journeys   candidate: {} journeys\n\n",
+        report.rounds, report.baseline.journeys, report.candidate.journeys
     );
     out.push_str(&crate::compare::text(&report.comparison));
     out.push('\n');

@@ -22,9 +22,10 @@ pub enum Command {
     /// Run scenarios and give a verdict (exit code, summary, reports).
     Run(Box<RunArgs>),
     /// Compare two JSON reports: per-metric deltas with 95 % confidence intervals and the
-    /// cost/quality/latency/throughput trade-offs. Exit 5 on a regression beyond tolerance.
+    /// cost/quality/latency/throughput trade-offs. One pair of runs cannot show the variation
+    /// between runs, so this reports; with --strict, exit 5 on a regression beyond tolerance.
     Compare(CompareArgs),
-    /// Run the same scenarios against a baseline and a candidate target, interleaved, and
+    /// Run the same scenarios against a baseline and a candidate target in paired rounds and
     /// recommend a rollback (exit 6) when a rollback rule fires for the candidate.
     Canary(Box<CanaryArgs>),
     /// Check scenario files without running them (no network). Exit 2 on any error.
@@ -50,7 +51,7 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ToleranceArgs {
     /// Relative change (percent) of latency, throughput and cost that counts as a regression
-    /// or an improvement (when the confidence intervals also separate).
+    /// or an improvement: the minimum effect (the intervals or the rounds must also agree).
     #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
     pub tolerance: f64,
     /// Change of quality (pass rates) in percentage points that counts.
@@ -76,6 +77,10 @@ pub struct CompareArgs {
     pub new: PathBuf,
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
+    /// Exit 5 when a metric regressed. Without it the comparison only reports: one pair of
+    /// runs cannot tell a regression from a busier machine.
+    #[arg(long)]
+    pub strict: bool,
     /// Also write the comparison as Markdown here (for a pull-request comment).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
@@ -93,8 +98,9 @@ pub struct CanaryArgs {
     /// The deployment to judge: a URL, or `bundled`.
     #[arg(long)]
     pub candidate: String,
-    /// Rounds; each runs every scenario against both targets, alternating which goes first.
-    #[arg(long, default_value_t = 3)]
+    /// Paired rounds; each runs every scenario against both targets back to back,
+    /// alternating which goes first. Fewer than 3 cannot judge against the baseline.
+    #[arg(long, default_value_t = 4)]
     pub rounds: u32,
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
@@ -153,11 +159,14 @@ pub struct RunArgs {
     #[command(flatten)]
     pub select: Selection,
     /// Compare the run with this JSON report (`run --json` of an earlier run): print the
-    /// deltas, exit 5 on a regression beyond tolerance, and resolve `baseline * F` thresholds.
+    /// deltas and resolve `baseline * F` thresholds.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
+    /// With --baseline: exit 5 when a metric regressed (otherwise the deltas only report).
+    #[arg(long)]
+    pub strict: bool,
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -517,9 +526,9 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         }
         let mut code = report.exit_code();
         if let Some(baseline) = &baseline {
-            let comparison = crate::compare::compare(
-                &baseline.totals,
-                &crate::compare::RunSummary::from_report(&report),
+            let comparison = crate::compare::compare_reports(
+                baseline,
+                &crate::compare::Baseline::from_report(&report),
                 args.tolerance.tolerance(),
             );
             let _ = write!(
@@ -527,7 +536,7 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
                 "\nagainst the baseline:\n{}",
                 crate::compare::text(&comparison)
             );
-            if comparison.regressed() && code == exit_codes::PASS {
+            if args.strict && comparison.regressed() && code == exit_codes::PASS {
                 code = exit_codes::REGRESSION;
             }
         }
@@ -547,10 +556,10 @@ fn compare(args: &CompareArgs, out: &mut impl Write, err: &mut impl Write) -> u8
             return exit_codes::USAGE;
         }
     };
-    let comparison = crate::compare::compare(&base.totals, &new.totals, args.tolerance.tolerance());
+    let comparison = crate::compare::compare_reports(&base, &new, args.tolerance.tolerance());
     let _ = write!(out, "{}", crate::compare::text(&comparison));
     write_file(&args.markdown, &crate::compare::markdown(&comparison), err);
-    if comparison.regressed() {
+    if args.strict && comparison.regressed() {
         exit_codes::REGRESSION
     } else {
         exit_codes::PASS

@@ -12,7 +12,8 @@ pub const THRESHOLD_BREACHED: u8 = 3;
 /// Infrastructure: the bundled backend could not start, or no journey could reach the target
 /// at all (refused, DNS, TLS). A server that answers, even with a 404, is not this.
 pub const INFRASTRUCTURE: u8 = 4;
-/// `compare` or `run --baseline`: a metric regressed beyond tolerance against the baseline.
+/// `compare --strict` or `run --baseline --strict`: a metric that decides regressed beyond
+/// tolerance against the baseline.
 pub const REGRESSION: u8 = 5;
 /// `canary`: a rollback rule fired for the candidate.
 pub const ROLLBACK: u8 = 6;

@@ -86,6 +86,12 @@ pub struct JourneyOutcome {
     pub events: Vec<(String, Option<Duration>)>,
     /// Stopped by `--fail-fast` after another journey failed: neither passed nor failed.
     pub cut_short: bool,
+    /// The journey checks its answer's content (`expect_response`): only such journeys count
+    /// towards `content_pass_rate`.
+    pub content_checked: bool,
+    /// The journey reused its virtual user's session instead of logging in
+    /// (`load.login: once_per_vu`).
+    pub session_reused: bool,
 }
 
 impl JourneyOutcome {
@@ -104,6 +110,8 @@ impl JourneyOutcome {
             answer: None,
             events: Vec::new(),
             cut_short: false,
+            content_checked: false,
+            session_reused: false,
         }
     }
 
@@ -127,7 +135,7 @@ impl JourneyOutcome {
             self.timings.agent_completed.is_some(),
         );
         metrics.rate("error_rate", !self.passed());
-        if self.timings.login.is_some() {
+        if self.timings.login.is_some() || self.session_reused {
             metrics.rate("ws_connect_success_rate", self.timings.connect.is_some());
         }
         let trends = [
@@ -156,12 +164,15 @@ impl JourneyOutcome {
         let bytes: u64 = self.transcripts.iter().map(|t| t.bytes_received).sum();
         metrics.count("bytes_received", bytes);
         if let Some(answer) = &self.answer {
-            // Quality: the answer's substance passed its content checks.
-            let wrong = self
-                .failures
-                .iter()
-                .any(|f| f.class == FailureClass::ContentMismatch);
-            metrics.rate("content_pass_rate", !wrong);
+            // Quality: the answer's substance passed its content checks. Journeys that check
+            // nothing would dilute a drop where answers are checked, so they do not count.
+            if self.content_checked {
+                let wrong = self
+                    .failures
+                    .iter()
+                    .any(|f| f.class == FailureClass::ContentMismatch);
+                metrics.rate("content_pass_rate", !wrong);
+            }
             // Cost as the backend reports it (`payload.usage`, protocol §4.3).
             let usage = &answer["usage"];
             if let Some(ms) = usage["compute_ms"].as_f64().filter(|ms| *ms >= 0.0) {

@@ -102,11 +102,21 @@ impl Trend {
     }
 }
 
-/// CPU time this process has used so far (Linux: `/proc/self/schedstat`); `None` elsewhere.
+/// CPU time this process has used so far, every thread counted (the OS's process CPU clock);
+/// `None` where there is none.
 pub fn process_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/self/schedstat").ok()?;
-    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
+    #[cfg(unix)]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        Some(Duration::new(
+            u64::try_from(now.tv_sec).ok()?,
+            u32::try_from(now.tv_nsec).ok()?,
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Passes out of attempts (`chat_completion_rate`, `error_rate`).

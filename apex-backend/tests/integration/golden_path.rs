@@ -90,3 +90,18 @@ async fn a_question_that_is_not_about_spend_gets_a_useful_answer() {
     assert!(markdown.contains("AI-spend optimizer"), "{markdown}");
     assert!(markdown.contains("120 calls"), "{markdown}");
 }
+
+#[tokio::test]
+async fn compute_is_the_agents_cpu_not_their_think_time() {
+    let server = TestServer::start_with(|c| c.think_time_ms = 60).await;
+    let mut client = server.client(ALICE).await;
+    let events = client.ask("Where am I wasting money on LLM calls?").await;
+    assert_complete_run(&events);
+    let payload = &events.last().unwrap()["payload"];
+    let compute = payload["usage"]["compute_ms"].as_f64().unwrap();
+    let duration = payload["duration_ms"].as_f64().unwrap();
+    // Nine 60 ms pauses lie inside the run before agent_completed; none of them is compute,
+    // and the agents' own work is a fraction of one pause even in a debug build.
+    assert!(duration >= 540.0, "duration_ms {duration}");
+    assert!(compute > 0.0 && compute < 60.0, "compute_ms {compute}");
+}

@@ -22,7 +22,7 @@ use crate::threshold::{self, Threshold, Verdict};
 use crate::verify::{Failure, FailureClass, check_isolation};
 
 pub use cutoff::{Cut, Cutoff};
-pub use steps::{JourneyContext, lookup, run_journey};
+pub use steps::{JourneyContext, VuSession, lookup, run_journey, run_journey_with};
 
 /// What to run against and how, beyond the files.
 #[derive(Debug, Clone)]
@@ -426,6 +426,8 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         };
         let faults = faults.clone();
         let steps = scenario.steps.clone();
+        let mut vu_session =
+            (scenario.load.login == crate::scenario::LoginMode::OncePerVu).then(VuSession::default);
         let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
         let marker = move |iteration: u32| format!("mk{scenario_tag:08x}v{vu}i{iteration}");
         let task = tokio::spawn({
@@ -456,8 +458,15 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                             _ = cutoff.wait() => break,
                         }
                     }
-                    let outcome =
-                        run_journey(&ctx, &steps, &email, &password, &marker(iteration)).await;
+                    let outcome = run_journey_with(
+                        &ctx,
+                        &steps,
+                        &email,
+                        &password,
+                        &marker(iteration),
+                        vu_session.as_mut(),
+                    )
+                    .await;
                     if !outcome.passed() && !outcome.cut_short {
                         cutoff.journey_failed();
                         let failed =

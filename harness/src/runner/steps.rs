@@ -73,6 +73,53 @@ pub struct JourneyContext<'a> {
     pub cutoff: &'a Cutoff,
 }
 
+/// A virtual user's session, kept across its journeys when the scenario logs in once per
+/// virtual user (`load.login: once_per_vu`).
+#[derive(Debug, Default)]
+pub struct VuSession {
+    /// The session and when it must be renewed by logging in again.
+    kept: Option<(Session, Instant)>,
+}
+
+/// A token whose expiry cannot be read (not a JWT, no `exp`) is renewed after this long.
+const UNKNOWN_EXPIRY_REUSE: Duration = Duration::from_secs(60);
+/// A session is renewed this long before its token expires, so no journey starts with a
+/// token about to lapse mid-journey.
+const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(60);
+
+impl VuSession {
+    /// The kept session, unless it is due for renewal.
+    fn fresh(&self) -> Option<&Session> {
+        self.kept
+            .as_ref()
+            .filter(|(_, renew_at)| Instant::now() < *renew_at)
+            .map(|(session, _)| session)
+    }
+
+    fn keep(&mut self, session: &Session) {
+        let reuse = token_lifetime(&session.access_token).map_or(UNKNOWN_EXPIRY_REUSE, |left| {
+            left.saturating_sub(RENEW_BEFORE_EXPIRY)
+        });
+        self.kept = Some((session.clone(), Instant::now() + reuse));
+    }
+}
+
+/// How long a JWT has left before its `exp`, read from its payload (not verified: the server
+/// does that; this only decides when to log in again).
+fn token_lifetime(token: &str) -> Option<Duration> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes).ok()?["exp"].as_u64()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(exp.saturating_sub(now)))
+}
+
 fn fail(class: FailureClass, message: impl Into<String>) -> Failure {
     Failure::new(class, message, None)
 }
@@ -87,6 +134,8 @@ fn client_failure(e: ClientFailure) -> Failure {
 
 struct Journey<'a> {
     ctx: &'a JourneyContext<'a>,
+    /// The virtual user's kept session (`load.login: once_per_vu`).
+    vu_session: Option<&'a mut VuSession>,
     password: String,
     outcome: JourneyOutcome,
     started: Instant,
@@ -142,8 +191,22 @@ pub async fn run_journey(
     password: &str,
     marker: &str,
 ) -> JourneyOutcome {
+    run_journey_with(ctx, steps, email, password, marker, None).await
+}
+
+/// [`run_journey`], with the virtual user's kept session: a plain `login` step reuses it
+/// while it is fresh, and keeps the session of a real login for the next journeys.
+pub async fn run_journey_with(
+    ctx: &JourneyContext<'_>,
+    steps: &[Step],
+    email: &str,
+    password: &str,
+    marker: &str,
+    vu_session: Option<&mut VuSession>,
+) -> JourneyOutcome {
     let mut journey = Journey {
         ctx,
+        vu_session,
         password: password.to_owned(),
         outcome: JourneyOutcome::new(email, marker),
         started: Instant::now(),
@@ -170,6 +233,18 @@ pub async fn run_journey(
         }
     }
     journey.disconnect().await;
+    journey.outcome.content_checked = steps.iter().any(|s| matches!(s, Step::ExpectResponse(_)));
+    // A reused session the server refused is not reused again: the next journey logs in.
+    if journey.outcome.session_reused
+        && journey
+            .outcome
+            .failures
+            .iter()
+            .any(|f| f.class == FailureClass::AuthRejected)
+        && let Some(kept) = journey.vu_session.as_deref_mut()
+    {
+        kept.kept = None;
+    }
     if journey.outcome.cut_short {
         // Stopped by --fail-fast: neither passed nor failed, and its transcript is partial.
         journey.outcome.failures.clear();
@@ -232,6 +307,15 @@ impl Journey<'_> {
     }
 
     async fn login(&mut self, step: &LoginStep) -> Result<(), Failure> {
+        // Only a plain login is kept: one with its own password or an expected refusal tests
+        // the login itself.
+        let keepable = step.password.is_none() && step.expect_status.is_none();
+        if keepable && let Some(session) = self.vu_session.as_deref().and_then(VuSession::fresh) {
+            self.outcome.identity.user_id = session.user_id.clone();
+            self.session = Some(session.clone());
+            self.outcome.session_reused = true;
+            return Ok(());
+        }
         let password = step
             .password
             .as_deref()
@@ -252,6 +336,12 @@ impl Journey<'_> {
                     .timings
                     .login
                     .get_or_insert(self.started.elapsed());
+                if keepable && let Some(kept) = self.vu_session.as_deref_mut() {
+                    kept.keep(&session);
+                    // Logging in once per virtual user measures the chat path: the journey's
+                    // clock starts after its login (login_duration still has the login).
+                    self.started = Instant::now();
+                }
                 self.outcome.identity.user_id = session.user_id.clone();
                 self.session = Some(session);
                 Ok(())

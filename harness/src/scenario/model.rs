@@ -246,6 +246,22 @@ pub struct Load {
     /// Journeys started per second (open model), instead of as fast as they finish.
     #[serde(default)]
     pub arrival_rate: Option<f64>,
+    /// When a virtual user's `login` steps really log in.
+    #[serde(default)]
+    pub login: LoginMode,
+}
+
+/// When `login` steps log in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginMode {
+    /// Every journey logs in: the honest choice when login itself is under test.
+    #[default]
+    PerJourney,
+    /// A virtual user logs in on its first journey and its later journeys reuse the session
+    /// until the token is close to expiry, then log in again: load measures the chat path,
+    /// not password hashing.
+    OncePerVu,
 }
 
 fn one() -> u32 {
@@ -260,6 +276,7 @@ impl Default for Load {
             duration: None,
             ramp_up: None,
             arrival_rate: None,
+            login: LoginMode::PerJourney,
         }
     }
 }

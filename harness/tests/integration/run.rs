@@ -172,3 +172,105 @@ fn an_unreachable_target_is_an_infrastructure_error() {
     let (code, out, _) = run(&[golden.to_str().unwrap(), "--target", &url]);
     assert_eq!(code, exit_codes::INFRASTRUCTURE, "{out}");
 }
+
+/// Runs `yaml` (a scenario) against `target` from the library.
+async fn run_yaml(
+    yaml: &str,
+    target: apex_harness::client::Target,
+) -> apex_harness::runner::ScenarioReport {
+    let file = apex_harness::scenario::parse(std::path::Path::new("inline.yaml"), yaml).unwrap();
+    let options = apex_harness::runner::RunOptions {
+        target,
+        profile: None,
+        target_settings: Default::default(),
+        vus: None,
+        iterations: None,
+        thresholds: Vec::new(),
+        fixtures_dir: workspace().join("fixtures"),
+        progress: false,
+        baseline: None,
+        dependencies: None,
+        cutoff: Default::default(),
+    };
+    apex_harness::runner::run_scenario(&file, &options).await
+}
+
+const CHAT: &str = r#"
+steps:
+  - login: {}
+  - connect: { transport: header }
+  - send: { content: "Where am I wasting money on LLM calls?" }
+  - expect:
+      events: [agent_started, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_completed]
+  - disconnect: {}
+"#;
+
+fn logins(report: &apex_harness::runner::ScenarioReport) -> u64 {
+    report
+        .metrics
+        .trends
+        .get("login_duration")
+        .map_or(0, |t| t.count())
+}
+
+#[tokio::test]
+async fn logging_in_once_per_virtual_user_reuses_the_session() {
+    let (target, _guard) = crate::start_backend().await;
+    let once = format!(
+        "name: once\nusers: [{{ pool: vu }}]\nload: {{ vus: 3, iterations: 4, login: once_per_vu }}\n{CHAT}"
+    );
+    let report = run_yaml(&once, target.clone()).await;
+    assert!(report.passed(), "{:?}", report.failed);
+    assert_eq!(report.journeys, 12);
+    assert_eq!(logins(&report), 3, "one login per virtual user");
+    // Every journey connected on its session, reused or not.
+    assert_eq!(report.metrics.rates["ws_connect_success_rate"].total, 12);
+    assert!(
+        report.verdicts.iter().all(|v| v.passed),
+        "{:?}",
+        report.verdicts
+    );
+    // The default logs in on every journey.
+    let each =
+        format!("name: each\nusers: [{{ pool: vu }}]\nload: {{ vus: 3, iterations: 4 }}\n{CHAT}");
+    let report = run_yaml(&each, target).await;
+    assert!(report.passed(), "{:?}", report.failed);
+    assert_eq!(logins(&report), 12);
+}
+
+#[tokio::test]
+async fn a_kept_session_is_renewed_before_its_token_expires() {
+    // Tokens live 62 s and are renewed a minute before they expire: a session is kept for
+    // one or two seconds.
+    let (target, _guard) = crate::start_backend_with(|c| c.access_ttl_secs = 62).await;
+    let yaml = format!(
+        "name: renew\nusers: [{{ pool: vu }}]\nload: {{ vus: 1, iterations: 5, login: once_per_vu }}\n{CHAT}  - wait: 700ms\n"
+    );
+    let report = run_yaml(&yaml, target).await;
+    assert!(report.passed(), "{:?}", report.failed);
+    let logins = logins(&report);
+    assert!(
+        (2..=3).contains(&logins),
+        "{logins} logins in 5 journeys over 3.5 s"
+    );
+}
+
+#[tokio::test]
+async fn only_journeys_that_check_content_count_towards_answer_quality() {
+    let (target, _guard) = crate::start_backend().await;
+    let unchecked = format!(
+        "name: unchecked\nusers: [{{ pool: vu }}]\nload: {{ vus: 2, iterations: 2 }}\n{CHAT}"
+    );
+    let report = run_yaml(&unchecked, target.clone()).await;
+    assert!(report.passed(), "{:?}", report.failed);
+    assert!(
+        !report.metrics.rates.contains_key("content_pass_rate"),
+        "{:?}",
+        report.metrics.rates.keys()
+    );
+    let checked = format!("{unchecked}  - expect_response: {{ min_length: 200 }}\n")
+        .replace("name: unchecked", "name: checked");
+    let report = run_yaml(&checked, target).await;
+    assert!(report.passed(), "{:?}", report.failed);
+    assert_eq!(report.metrics.rates["content_pass_rate"].total, 4);
+}
