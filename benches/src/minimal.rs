@@ -1,5 +1,7 @@
 //! The minimal server: answers the golden path and does no work — a fixed login answer, and
-//! for each `user_message` the eleven events with `seq`, `run_id` and the echoed message id.
+//! for each `user_message` the eleven events with `seq`, the echoed message id, and a run id
+//! and thread id of their own (per connection and run), so that a client's isolation check
+//! has nothing to find: whatever it flags is its own mistake.
 //! It is the common target for comparing clients (the harness, k6) by their own cost per
 //! journey: whatever CPU a client spends is the client's.
 
@@ -38,7 +40,12 @@ async fn ws(upgrade: WebSocketUpgrade) -> impl IntoResponse {
     upgrade.on_upgrade(session)
 }
 
+/// Connections served so far: each one's thread and run ids are its own.
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn session(mut socket: WebSocket) {
+    let connection = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let thread_id = format!("thread-{connection}");
     let established = json!({ "type": "connection_established", "connection_id": "c", "user_id": "u", "server_id": "minimal", "last_seq": 0 });
     if socket
         .send(Message::Text(established.to_string().into()))
@@ -58,7 +65,7 @@ async fn session(mut socket: WebSocket) {
             continue;
         }
         runs += 1;
-        let run_id = format!("run-{runs}");
+        let run_id = format!("run-{connection}-{runs}");
         let message_id = frame["payload"]["message_id"].clone();
         for (kind, agent, tool) in EVENTS {
             seq += 1;
@@ -69,7 +76,7 @@ async fn session(mut socket: WebSocket) {
                 }
                 _ => json!({ "tool_name": tool }),
             };
-            let event = json!({ "type": kind, "seq": seq, "run_id": run_id, "thread_id": "t", "agent_name": agent, "payload": payload });
+            let event = json!({ "type": kind, "seq": seq, "run_id": run_id, "thread_id": thread_id, "agent_name": agent, "payload": payload });
             if socket
                 .send(Message::Text(event.to_string().into()))
                 .await

@@ -278,6 +278,14 @@ pub fn check_isolation(transcripts: &[(&Identity, &Transcript)]) -> Vec<Vec<Fail
     }
 }
 
+/// Whether `text[start..end]` stands on its own: not part of a longer id (`run-2` inside
+/// `run-21`, `a@x.test` inside `ba@x.test`), which would be another user's, or nobody's.
+fn whole_token(text: &str, start: usize, end: usize) -> bool {
+    let id_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    !text[..start].chars().next_back().is_some_and(id_char)
+        && !text[end..].chars().next().is_some_and(id_char)
+}
+
 /// The isolation check could not run: every transcript fails with the reason, so a run is
 /// never declared isolated without having been checked.
 fn unchecked(transcripts: usize, why: &str) -> Vec<Vec<Failure>> {
@@ -303,6 +311,9 @@ fn scan(
                 let text = frame.value.to_string();
                 let mut reported: HashSet<&str> = HashSet::new();
                 for found in automaton.find_overlapping_iter(&text) {
+                    if !whole_token(&text, found.start(), found.end()) {
+                        continue;
+                    }
                     let owner = owners[found.pattern().as_usize()];
                     if owner != own.email && reported.insert(owner) {
                         failures.push(Failure::new(
@@ -492,6 +503,23 @@ mod tests {
             classes(&check_connection(&netra, &transcript(doubled))),
             ["duplicate_event"]
         );
+    }
+
+    #[test]
+    fn an_id_inside_a_longer_id_is_not_a_breach() {
+        let identity = |email: &str, run: &str| Identity {
+            user_id: None,
+            email: email.into(),
+            marker: format!("mk-{email}"),
+            runs: vec![run.into()],
+        };
+        let (two, twenty_one) = (identity("a@x.test", "run-2"), identity("b@x.test", "run-21"));
+        let own = transcript(vec![json!({ "type": "agent_started", "run_id": "run-21" })]);
+        let leaked = transcript(vec![json!({ "type": "agent_started", "run_id": "run-2" })]);
+        let found = check_isolation(&[(&two, &transcript(Vec::new())), (&twenty_one, &own)]);
+        assert!(found[1].is_empty(), "{:?}", found[1]);
+        let found = check_isolation(&[(&two, &transcript(Vec::new())), (&twenty_one, &leaked)]);
+        assert_eq!(classes(&found[1]), ["isolation_breach"]);
     }
 
     #[test]
