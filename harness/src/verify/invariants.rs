@@ -513,7 +513,10 @@ mod tests {
             marker: format!("mk-{email}"),
             runs: vec![run.into()],
         };
-        let (two, twenty_one) = (identity("a@x.test", "run-2"), identity("b@x.test", "run-21"));
+        let (two, twenty_one) = (
+            identity("a@x.test", "run-2"),
+            identity("b@x.test", "run-21"),
+        );
         let own = transcript(vec![json!({ "type": "agent_started", "run_id": "run-21" })]);
         let leaked = transcript(vec![json!({ "type": "agent_started", "run_id": "run-2" })]);
         let found = check_isolation(&[(&two, &transcript(Vec::new())), (&twenty_one, &own)]);

@@ -71,14 +71,16 @@ async fn a_slower_candidate_is_rolled_back_for_its_latency_regression() {
     assert_eq!(p95.verdict, Change::Regressed, "{text}");
     assert_eq!(p95.rounds.len(), 4, "{text}");
     assert!(p95.rounds.iter().all(|c| *c > 0.5), "{text}");
-    // The pauses are not compute: backend CPU does not move with them.
+    // The pauses are not compute: counted as compute they would multiply it (250 ms of
+    // sleep on well under 1 ms of work). CPU itself wobbles by tens of percent between rounds
+    // on a busy machine, so the bound is "not doubled", not "unchanged".
     let cpu = report
         .comparison
         .deltas
         .iter()
         .find(|d| d.name == "cost per journey (backend CPU)")
         .unwrap();
-    assert_ne!(cpu.verdict, Change::Regressed, "{text}");
+    assert!(cpu.change < 1.0, "{text}");
     assert_eq!(report.baseline.journeys, 40);
     assert_eq!(report.candidate.journeys, 40);
     assert!(
