@@ -307,6 +307,11 @@ pub const MIN_ROUNDS: usize = 3;
 /// The share of rounds that must be worse beyond the tolerance (rounded up: all of 3 or 4,
 /// 4 of 5, 8 of 10) for a regression: worse consistently, not on average.
 pub const CONSISTENT_SHARE: f64 = 0.8;
+/// Journeys each round must have beyond a latency percentile for that percentile to decide:
+/// below it, the percentile is one or two extreme journeys, and one scheduling hiccup in a
+/// round moves it (seen: an A/A canary whose p99, from 168 journeys a round, was "worse" in
+/// 4 of 4 rounds). p95 needs 100 journeys a round, p99 500.
+pub const MIN_TAIL_JOURNEYS: f64 = 5.0;
 
 /// A metric that only one of the two runs measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -773,7 +778,25 @@ pub fn compare_rounds(rounds: &[(Baseline, Baseline)], tolerance: Tolerance) -> 
     let base = pool(rounds.iter().map(|(b, _)| &b.totals));
     let new = pool(rounds.iter().map(|(_, n)| &n.totals));
     let mut deltas = Vec::new();
+    // The fewest journeys with a latency in any one run of any round.
+    let fewest = rounds
+        .iter()
+        .flat_map(|(b, n)| [&b.totals, &n.totals])
+        .map(|t| {
+            t.metrics
+                .trends
+                .get("journey_duration")
+                .map_or(0, |t| t.count())
+        })
+        .min()
+        .unwrap_or(0) as f64;
     for &(dimension, name, unit, higher_is_better, decisive, extract) in METRICS {
+        let tail = match name {
+            "latency p95" => 0.05,
+            "latency p99" => 0.01,
+            _ => 1.0,
+        };
+        let decisive = decisive && fewest * tail >= MIN_TAIL_JOURNEYS;
         let pairs: Vec<(f64, f64)> = rounds
             .iter()
             .filter_map(|(b, n)| Some((extract(&b.totals)?.value, extract(&n.totals)?.value)))
@@ -913,9 +936,12 @@ fn verdict_cell(d: &Delta) -> String {
 /// What a `*` means, by what is known.
 fn not_decisive_note(c: &Comparison) -> &'static str {
     if c.rounds > 0 {
-        "* no interval: reported, never decides (client CPU, bytes, tokens)"
+        "* reported, never decides: no interval (client CPU, bytes, tokens), or too few \
+         journeys a round beyond a latency percentile (p95 needs 100, p99 500)"
     } else {
-        "* reported, never decides from one pair of runs: timing and cost move with the machine          (client CPU, bytes and tokens have no interval at all); only quality decides here"
+        "* reported, never decides from one pair of runs: timing and cost move with the \
+         machine (client CPU, bytes and tokens have no interval at all); only quality decides \
+         here"
     }
 }
 
@@ -1220,6 +1246,23 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_percentile_from_too_few_journeys_a_round_never_decides() {
+        // 300 journeys a round: 15 beyond p95 (decides), 3 beyond p99 (does not).
+        let c = compare_rounds(
+            &rounds(&[40, 45, 38, 42], &[55, 60, 52, 58]),
+            Tolerance::default(),
+        );
+        assert!(delta(&c, "latency p95").decisive, "{}", text(&c));
+        let p99 = delta(&c, "latency p99");
+        assert!(!p99.decisive, "{}", text(&c));
+        assert!(
+            c.regressions().all(|d| d.name != "latency p99"),
+            "{}",
+            text(&c)
+        );
     }
 
     #[test]
