@@ -310,8 +310,8 @@ pub const CONSISTENT_SHARE: f64 = 0.8;
 /// Journeys each round must have beyond a latency percentile for that percentile to decide:
 /// below it, the percentile is one or two extreme journeys, and one scheduling hiccup in a
 /// round moves it (seen: an A/A canary whose p99, from 168 journeys a round, was "worse" in
-/// 4 of 4 rounds). p95 needs 100 journeys a round, p99 500.
-pub const MIN_TAIL_JOURNEYS: f64 = 5.0;
+/// 4 of 4 rounds). p95 needs 200 journeys a round, p99 1,000.
+pub const MIN_TAIL_JOURNEYS: f64 = 10.0;
 
 /// A metric that only one of the two runs measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -791,12 +791,12 @@ pub fn compare_rounds(rounds: &[(Baseline, Baseline)], tolerance: Tolerance) -> 
         .min()
         .unwrap_or(0) as f64;
     for &(dimension, name, unit, higher_is_better, decisive, extract) in METRICS {
-        let tail = match name {
-            "latency p95" => 0.05,
-            "latency p99" => 0.01,
-            _ => 1.0,
+        let beyond = match name {
+            "latency p95" => Some(0.05),
+            "latency p99" => Some(0.01),
+            _ => None,
         };
-        let decisive = decisive && fewest * tail >= MIN_TAIL_JOURNEYS;
+        let decisive = decisive && beyond.is_none_or(|share| fewest * share >= MIN_TAIL_JOURNEYS);
         let pairs: Vec<(f64, f64)> = rounds
             .iter()
             .filter_map(|(b, n)| Some((extract(&b.totals)?.value, extract(&n.totals)?.value)))
@@ -937,7 +937,7 @@ fn verdict_cell(d: &Delta) -> String {
 fn not_decisive_note(c: &Comparison) -> &'static str {
     if c.rounds > 0 {
         "* reported, never decides: no interval (client CPU, bytes, tokens), or too few \
-         journeys a round beyond a latency percentile (p95 needs 100, p99 500)"
+         journeys a round beyond a latency percentile (p95 needs 200, p99 1,000)"
     } else {
         "* reported, never decides from one pair of runs: timing and cost move with the \
          machine (client CPU, bytes and tokens have no interval at all); only quality decides \
