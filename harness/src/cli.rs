@@ -176,6 +176,10 @@ pub struct RunArgs {
     /// Write a Markdown report here (for CI step summaries).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Show each scenario's latencies, rates and every threshold, and a table of all of them
+    /// (by default: a line per scenario, breached thresholds and failures in full).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Stop at the first failed journey: journeys still running are cut short, scenarios
     /// not yet started are not run (the summary says which); exit 1.
     #[arg(long)]
@@ -511,8 +515,17 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         options.target = target.clone();
         options.dependencies = dependencies;
         options.cutoff = crate::runner::Cutoff::start(args.max_duration, args.fail_fast);
-        let report = crate::runner::run(&scenarios, &options).await;
-        let _ = write!(out, "{}", report.redact(&crate::report::summary(&report)));
+        // Each scenario's lines as it finishes, flushed, so a piped log shows progress.
+        let secrets = crate::runner::secrets(&scenarios);
+        let verbose = args.verbose;
+        let mut finished = |scenario: &crate::runner::ScenarioReport| {
+            let block = crate::report::scenario_block(scenario, verbose);
+            let _ = write!(out, "{}", crate::runner::redact(&secrets, &block));
+            let _ = out.flush();
+        };
+        let report = crate::runner::run_reporting(&scenarios, &options, &mut finished).await;
+        let end = crate::report::summary_end(&report, verbose);
+        let _ = write!(out, "{}", report.redact(&end));
         let reports = [
             (
                 &args.json,

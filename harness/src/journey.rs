@@ -89,6 +89,9 @@ pub struct JourneyOutcome {
     /// The journey checks its answer's content (`expect_response`): only such journeys count
     /// towards `content_pass_rate`.
     pub content_checked: bool,
+    /// The journey sends a chat message (so it counts towards `chat_completion_rate`); true
+    /// unless its steps send none.
+    pub chats: bool,
     /// The journey reused its virtual user's session instead of logging in
     /// (`load.login: once_per_vu`).
     pub session_reused: bool,
@@ -111,6 +114,7 @@ impl JourneyOutcome {
             events: Vec::new(),
             cut_short: false,
             content_checked: false,
+            chats: true,
             session_reused: false,
         }
     }
@@ -130,10 +134,12 @@ impl JourneyOutcome {
             },
             1,
         );
-        metrics.rate(
-            "chat_completion_rate",
-            self.timings.agent_completed.is_some(),
-        );
+        if self.chats {
+            metrics.rate(
+                "chat_completion_rate",
+                self.timings.agent_completed.is_some(),
+            );
+        }
         metrics.rate("error_rate", !self.passed());
         if self.timings.login.is_some() || self.session_reused {
             metrics.rate("ws_connect_success_rate", self.timings.connect.is_some());

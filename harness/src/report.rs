@@ -38,105 +38,110 @@ fn table_cells(s: &ScenarioReport) -> (String, String, String) {
     (p(95.0), p(99.0), completion)
 }
 
-/// The human summary: a line per scenario, latencies, thresholds, and a diagnosis of each
-/// failed journey (the first few).
-pub fn summary(report: &RunReport) -> String {
+/// One scenario as the terminal shows it: one line; with `verbose` its latencies, rates and
+/// every threshold; without, only the thresholds it breached. A failed scenario's failures
+/// are shown in full either way (the first three journeys' diagnoses).
+pub fn scenario_block(scenario: &ScenarioReport, verbose: bool) -> String {
     let mut out = String::new();
-    let totals = report.totals();
-    for scenario in &report.scenarios {
-        if let Some(reason) = &scenario.skipped {
-            let _ = writeln!(
-                out,
-                "SKIP  {}  ({})  {reason}",
-                scenario.name,
-                scenario.path.display()
-            );
-            continue;
-        }
-        let verdict = if scenario.passed() { "PASS" } else { "FAIL" };
+    if let Some(reason) = &scenario.skipped {
         let _ = writeln!(
             out,
-            "{verdict}  {}  ({})  {} journeys, {} failed, {:.1}s",
+            "SKIP  {}  ({})  {reason}",
             scenario.name,
-            scenario.path.display(),
-            scenario.journeys,
-            scenario.failed.len(),
-            scenario.duration.as_secs_f64()
+            scenario.path.display()
         );
-        for name in [
-            "journey_duration",
-            "login_duration",
-            "connect_duration",
-            "first_event_duration",
-            "agent_completed_duration",
-        ] {
-            if let Some(row) = trend_row(scenario, name) {
-                let _ = writeln!(out, "{row}");
-            }
-        }
-        for (name, rate) in &scenario.metrics.rates {
-            if let Some(value) = rate.value() {
-                let _ = writeln!(
-                    out,
-                    "    {name:<26} {:.2}% ({}/{})",
-                    value * 100.0,
-                    rate.passes,
-                    rate.total
-                );
-            }
-        }
-        for verdict in &scenario.verdicts {
-            let observed = observed_text(verdict);
-            let mark = if verdict.passed { "ok  " } else { "FAIL" };
-            let _ = writeln!(
-                out,
-                "    threshold {mark} {}  (observed {observed})",
-                verdict.threshold
-            );
-        }
-        for (class, n) in &scenario.failures_by_class {
-            let _ = writeln!(out, "    failures  {class}: {n}");
-        }
-        for journey in scenario.failed.iter().take(3) {
-            let _ = writeln!(out, "    journey of {} failed:", journey.email);
-            for failure in &journey.failures {
-                let _ = writeln!(out, "      {}: {}", failure.class, failure.message);
-            }
-            let _ = writeln!(out, "      last frames received:");
-            for (at, frame) in &journey.last_frames {
-                let text = frame.to_string();
-                let short: String = text.chars().take(160).collect();
-                let _ = writeln!(
-                    out,
-                    "        +{:>8.1}ms  {short}",
-                    at.as_secs_f64() * 1000.0
-                );
-            }
-            if let Some(close) = &journey.close {
-                let _ = writeln!(out, "      connection {close}");
-            }
-        }
+        return out;
     }
+    let verdict = if scenario.passed() { "PASS" } else { "FAIL" };
+    let cut = match scenario.cut_short {
+        0 => String::new(),
+        n => format!(", {n} cut short"),
+    };
+    let journeys = match scenario.journeys {
+        1 => "1 journey".to_owned(),
+        n => format!("{n} journeys"),
+    };
     let _ = writeln!(
         out,
-        "\n{:<44} {:>7} {:>9} {:>7} {:>10} {:>10} {:>11}",
-        "scenario", "verdict", "journeys", "failed", "p95 ms", "p99 ms", "completion"
+        "{verdict}  {}  ({})  {journeys}, {} failed{cut}, {:.1}s",
+        scenario.name,
+        scenario.path.display(),
+        scenario.failed.len(),
+        scenario.duration.as_secs_f64()
     );
-    for s in &report.scenarios {
-        let (p95, p99, completion) = table_cells(s);
-        let name: String = s.name.chars().take(44).collect();
+    if verbose {
+        metric_lines(&mut out, scenario);
+    }
+    for verdict in scenario.verdicts.iter().filter(|v| verbose || !v.passed) {
+        let observed = observed_text(verdict);
+        let mark = if verdict.passed { "ok  " } else { "FAIL" };
         let _ = writeln!(
             out,
-            "{name:<44} {:>7} {:>9} {:>7} {p95:>10} {p99:>10} {completion:>11}",
-            match (&s.skipped, s.passed()) {
-                (Some(_), _) => "skip",
-                (None, true) => "pass",
-                (None, false) => "FAIL",
-            },
-            s.journeys,
-            s.failed.len(),
+            "    threshold {mark} {}  (observed {observed})",
+            verdict.threshold
         );
     }
+    failure_lines(&mut out, scenario);
+    out
+}
+
+/// Latency trends and rates, for `-v`.
+fn metric_lines(out: &mut String, scenario: &ScenarioReport) {
+    for name in [
+        "journey_duration",
+        "login_duration",
+        "connect_duration",
+        "first_event_duration",
+        "agent_completed_duration",
+    ] {
+        if let Some(row) = trend_row(scenario, name) {
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    for (name, rate) in &scenario.metrics.rates {
+        if let Some(value) = rate.value() {
+            let _ = writeln!(
+                out,
+                "    {name:<26} {:.2}% ({}/{})",
+                value * 100.0,
+                rate.passes,
+                rate.total
+            );
+        }
+    }
+}
+
+/// Failures by class and the first failed journeys' diagnoses: failures, last frames, how
+/// the connection ended.
+fn failure_lines(out: &mut String, scenario: &ScenarioReport) {
+    for (class, n) in &scenario.failures_by_class {
+        let _ = writeln!(out, "    failures  {class}: {n}");
+    }
+    for journey in scenario.failed.iter().take(3) {
+        let _ = writeln!(out, "    journey of {} failed:", journey.email);
+        for failure in &journey.failures {
+            let _ = writeln!(out, "      {}: {}", failure.class, failure.message);
+        }
+        let _ = writeln!(out, "      last frames received:");
+        for (at, frame) in &journey.last_frames {
+            let text = frame.to_string();
+            let short: String = text.chars().take(160).collect();
+            let _ = writeln!(
+                out,
+                "        +{:>8.1}ms  {short}",
+                at.as_secs_f64() * 1000.0
+            );
+        }
+        if let Some(close) = &journey.close {
+            let _ = writeln!(out, "      connection {close}");
+        }
+    }
+}
+
+/// The end of the summary: why the run stopped early or verified nothing, with `verbose` a
+/// table of every scenario, and the totals.
+pub fn summary_end(report: &RunReport, verbose: bool) -> String {
+    let mut out = String::new();
     if let Some(cut) = report.cut {
         let cut_short: u64 = report.scenarios.iter().map(|s| s.cut_short).sum();
         let not_run = report
@@ -160,25 +165,75 @@ pub fn summary(report: &RunReport) -> String {
              nothing was verified"
         );
     }
-    if report.scenarios.len() > 1 {
-        let journeys: u64 = report.scenarios.iter().map(|s| s.journeys).sum();
-        let failed: usize = report.scenarios.iter().map(|s| s.failed.len()).sum();
+    if verbose {
+        table(&mut out, report);
+    }
+    let count =
+        |f: &dyn Fn(&ScenarioReport) -> bool| report.scenarios.iter().filter(|s| f(s)).count();
+    let skipped = count(&|s| s.skipped.is_some());
+    let passed = count(&|s| s.skipped.is_none() && s.passed());
+    let journeys: u64 = report.scenarios.iter().map(|s| s.journeys).sum();
+    let failed: usize = report.scenarios.iter().map(|s| s.failed.len()).sum();
+    let _ = writeln!(
+        out,
+        "\nTOTAL  {} scenarios: {passed} passed, {} failed, {skipped} skipped; {journeys} \
+         journeys, {failed} failed",
+        report.scenarios.len(),
+        report.scenarios.len() - passed - skipped
+    );
+    out
+}
+
+/// Every scenario in a table, names whole, for `-v`.
+fn table(out: &mut String, report: &RunReport) {
+    let width = report
+        .scenarios
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("scenario".len());
+    let _ = writeln!(
+        out,
+        "\n{:<width$} {:>7} {:>9} {:>7} {:>10} {:>10} {:>11}",
+        "scenario", "verdict", "journeys", "failed", "p95 ms", "p99 ms", "completion"
+    );
+    for s in &report.scenarios {
+        let (p95, p99, completion) = table_cells(s);
         let _ = writeln!(
             out,
-            "TOTAL  {} scenarios, {journeys} journeys, {failed} failed",
-            report.scenarios.len()
+            "{:<width$} {:>7} {:>9} {:>7} {p95:>10} {p99:>10} {completion:>11}",
+            s.name,
+            match (&s.skipped, s.passed()) {
+                (Some(_), _) => "skip",
+                (None, true) => "pass",
+                (None, false) => "FAIL",
+            },
+            s.journeys,
+            s.failed.len(),
         );
-        if let Some(trend) = totals.trends.get("journey_duration") {
-            let _ = writeln!(
-                out,
-                "    journey_duration           p50 {:>8.2}  p95 {:>8.2}  p99 {:>8.2}  max {:>8.2} ms",
-                trend.percentile_ms(50.0),
-                trend.percentile_ms(95.0),
-                trend.percentile_ms(99.0),
-                trend.max_ms()
-            );
-        }
     }
+    if let Some(trend) = report.totals().trends.get("journey_duration") {
+        let _ = writeln!(
+            out,
+            "all journeys  p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2} ms",
+            trend.percentile_ms(50.0),
+            trend.percentile_ms(95.0),
+            trend.percentile_ms(99.0),
+            trend.max_ms()
+        );
+    }
+}
+
+/// The whole summary at once (for a finished report; `run` streams the scenario blocks as
+/// they finish and prints [`summary_end`] after them).
+pub fn summary(report: &RunReport, verbose: bool) -> String {
+    let mut out: String = report
+        .scenarios
+        .iter()
+        .map(|s| scenario_block(s, verbose))
+        .collect();
+    out.push_str(&summary_end(report, verbose));
     out
 }
 

@@ -123,12 +123,7 @@ impl RunReport {
 
     /// The text with every secret replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .filter(|s| s.len() >= 4)
-            .fold(text.to_owned(), |text, secret| {
-                text.replace(secret.as_str(), "[redacted]")
-            })
+        redact(&self.secrets, text)
     }
 
     /// No journey of the run executed: every selected scenario was skipped, or none was
@@ -661,23 +656,52 @@ fn unrunnable(file: &ScenarioFile, message: String) -> ScenarioReport {
     }
 }
 
+/// `text` with every secret replaced by `[redacted]`.
+pub fn redact(secrets: &[String], text: &str) -> String {
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 4)
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret.as_str(), "[redacted]")
+        })
+}
+
+/// The passwords and tokens the scenarios use, to keep out of reports.
+pub fn secrets(files: &[ScenarioFile]) -> Vec<String> {
+    let mut secrets: Vec<String> = files.iter().flat_map(|f| secrets_of(&f.scenario)).collect();
+    secrets.sort();
+    secrets.dedup();
+    secrets
+}
+
 /// Runs every scenario, one after the other; once the run is cut (`--fail-fast`,
 /// `--max-duration`) the rest are reported as not run.
 pub async fn run(files: &[ScenarioFile], options: &RunOptions) -> RunReport {
+    run_reporting(files, options, &mut |_| {}).await
+}
+
+/// [`run`], handing each scenario's report to `finished` as soon as it is done (a terminal
+/// reporter prints it at once).
+pub async fn run_reporting(
+    files: &[ScenarioFile],
+    options: &RunOptions,
+    finished: &mut dyn FnMut(&ScenarioReport),
+) -> RunReport {
     let mut report = RunReport::default();
     for file in files {
         report.secrets.extend(secrets_of(&file.scenario));
         if let Some(cut) = options.cutoff.reached() {
             report.cut = Some(cut);
-            report
-                .scenarios
-                .push(ScenarioReport::skipped(file, format!("not run: {cut}")));
+            let skipped = ScenarioReport::skipped(file, format!("not run: {cut}"));
+            finished(&skipped);
+            report.scenarios.push(skipped);
             continue;
         }
         let scenario = run_scenario(file, options).await;
         if !scenario.failed.is_empty() {
             options.cutoff.journey_failed();
         }
+        finished(&scenario);
         report.scenarios.push(scenario);
     }
     if report.scenarios.iter().any(|s| s.cut_short > 0) {

@@ -234,6 +234,8 @@ pub async fn run_journey_with(
     }
     journey.disconnect().await;
     journey.outcome.content_checked = steps.iter().any(|s| matches!(s, Step::ExpectResponse(_)));
+    journey.outcome.chats =
+        (steps.iter()).any(|s| matches!(s, Step::Send(s) if s.content.is_some()));
     // A reused session the server refused is not reused again: the next journey logs in.
     if journey.outcome.session_reused
         && journey

@@ -238,6 +238,7 @@ fn run_with_a_baseline_resolves_relative_thresholds_and_reports_deltas() {
         "journey_duration: p(95) < baseline * 1000",
         "--threshold",
         "chat_completion_rate: rate >= baseline",
+        "-v",
     ]);
     assert!(out.contains("against the baseline:"), "{out}");
     // Both relative thresholds were resolved from the baseline's numbers and held, and one

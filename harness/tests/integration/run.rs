@@ -158,7 +158,7 @@ async fn the_builder_runs_a_scenario_from_rust() {
         report.exit_code(),
         exit_codes::PASS,
         "{}",
-        apex_harness::report::summary(&report)
+        apex_harness::report::summary(&report, true)
     );
     assert_eq!(report.scenarios[0].journeys, 6);
 }
