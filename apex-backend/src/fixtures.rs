@@ -37,6 +37,9 @@ pub struct SeedUser {
     pub name: String,
     /// Usage log, relative to the fixtures folder.
     pub usage: Option<PathBuf>,
+    /// The harness's pool of virtual users this one belongs to (`vu`); the backend ignores it.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -163,9 +163,18 @@ impl RunReport {
     }
 }
 
-/// Fixture users and their truths, by email.
+/// A user of `fixtures/users.yaml`.
+#[derive(Debug, Clone)]
+struct FixtureUser {
+    email: String,
+    password: String,
+    pool: Option<String>,
+}
+
+/// Fixture users (`users.yaml`) and their truths, by email.
 #[derive(Debug, Default)]
 struct Fixtures {
+    users: Vec<FixtureUser>,
     truths: HashMap<String, Value>,
 }
 
@@ -176,7 +185,17 @@ impl Fixtures {
         };
         let users: Value = serde_saphyr::from_str(&users).unwrap_or_default();
         let mut truths = HashMap::new();
+        let mut fixture_users = Vec::new();
         for user in users["users"].as_array().into_iter().flatten() {
+            if let (Some(email), Some(password)) =
+                (user["email"].as_str(), user["password"].as_str())
+            {
+                fixture_users.push(FixtureUser {
+                    email: email.to_owned(),
+                    password: password.to_owned(),
+                    pool: user["pool"].as_str().map(str::to_owned),
+                });
+            }
             let (Some(email), Some(usage)) = (user["email"].as_str(), user["usage"].as_str())
             else {
                 continue;
@@ -192,7 +211,50 @@ impl Fixtures {
                 truths.insert(email.to_lowercase(), truth);
             }
         }
-        Self { truths }
+        Self {
+            users: fixture_users,
+            truths,
+        }
+    }
+
+    /// The scenario's users as (email, password): pools are the fixture users of that pool;
+    /// a user without a password takes its fixture user's; no users at all is the `vu` pool.
+    fn users_of(&self, specs: &[UserSpec]) -> Result<Vec<(String, String)>, String> {
+        let pool = |name: &str| -> Result<Vec<(String, String)>, String> {
+            let members: Vec<_> = (self.users.iter())
+                .filter(|u| u.pool.as_deref() == Some(name))
+                .map(|u| (u.email.clone(), u.password.clone()))
+                .collect();
+            if members.is_empty() {
+                Err(format!(
+                    "no fixture user is in the pool `{name}` (users.yaml under --fixtures)"
+                ))
+            } else {
+                Ok(members)
+            }
+        };
+        let mut users = Vec::new();
+        for spec in specs {
+            if let Some(name) = &spec.pool {
+                users.extend(pool(name)?);
+            } else if let Some(email) = &spec.email {
+                let email = interpolate(email);
+                let password = match &spec.password {
+                    Some(password) => interpolate(password),
+                    None => (self.users.iter())
+                        .find(|u| u.email.eq_ignore_ascii_case(&email))
+                        .map(|u| u.password.clone())
+                        .ok_or_else(|| {
+                            format!("{email} has no `password` and is not a fixture user")
+                        })?,
+                };
+                users.push((email, password));
+            }
+        }
+        if users.is_empty() {
+            users = pool("vu")?;
+        }
+        Ok(users)
     }
 }
 
@@ -274,34 +336,12 @@ pub fn unset_variables(source: &str) -> Vec<(String, usize, usize)> {
     unset
 }
 
-/// The scenario's users as (email, password), pools expanded.
-fn users_of(specs: &[UserSpec]) -> Vec<(String, String)> {
-    let mut users = Vec::new();
-    for spec in specs {
-        if spec.pool.as_deref() == Some("vu") {
-            users.extend(
-                (1..=48).map(|n| (format!("vu{n:02}@apex.test"), "correct-horse".to_owned())),
-            );
-        } else if let Some(email) = &spec.email {
-            let password = spec
-                .password
-                .as_deref()
-                .map_or_else(|| "correct-horse".to_owned(), interpolate);
-            users.push((interpolate(email), password));
-        }
-    }
-    if users.is_empty() {
-        users.extend((1..=48).map(|n| (format!("vu{n:02}@apex.test"), "correct-horse".to_owned())));
-    }
-    users
-}
-
 /// The passwords and tokens a scenario uses, after `${ENV}` interpolation.
 fn secrets_of(scenario: &crate::scenario::Scenario) -> Vec<String> {
     use crate::scenario::Step;
-    let mut secrets: Vec<String> = users_of(&scenario.users)
-        .into_iter()
-        .map(|(_, password)| password)
+    // Passwords written into the file (fixture users' come from the fixtures, not secret).
+    let mut secrets: Vec<String> = (scenario.users.iter())
+        .filter_map(|u| u.password.as_deref().map(interpolate))
         .collect();
     for step in &scenario.steps {
         match step {
@@ -326,10 +366,13 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         .interpolated(&|text| Ok(interpolate(text)))
     {
         Ok(settings) => settings,
-        Err(e) => return unrunnable(file, e),
+        Err(e) => return unrunnable(file, FailureClass::Harness("settings".into()), e),
     };
     let fixtures = Arc::new(Fixtures::load(&options.fixtures_dir));
-    let users = Arc::new(users_of(&scenario.users));
+    let users = match fixtures.users_of(&scenario.users) {
+        Ok(users) => Arc::new(users),
+        Err(e) => return unrunnable(file, FailureClass::Harness("users".into()), e),
+    };
     let vus = options.vus.unwrap_or(scenario.load.vus).max(1);
     let iterations = options.iterations.or(scenario.load.iterations);
     let until = match (iterations, scenario.load.duration) {
@@ -347,7 +390,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     let ramp = scenario.load.ramp_up.unwrap_or_default();
     let http = match options.target.http_client() {
         Ok(http) => http,
-        Err(e) => return unrunnable(file, e),
+        Err(e) => return unrunnable(file, FailureClass::Unreachable, e),
     };
     // Faults: placed before the first journey, removed when the scenario ends.
     let (faults, journeys_target) = if scenario.faults.is_empty() {
@@ -365,7 +408,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                 return ScenarioReport::skipped(file, reason);
             }
             Err(crate::fault::PlaceError::Failed(e)) => {
-                return unrunnable(file, format!("faults: {e}"));
+                return unrunnable(file, FailureClass::Unreachable, format!("faults: {e}"));
             }
         }
     };
@@ -634,9 +677,10 @@ async fn gather(
     outcomes
 }
 
-/// A scenario that could not start: reported as an infrastructure failure (exit code 4).
-fn unrunnable(file: &ScenarioFile, message: String) -> ScenarioReport {
-    let class = FailureClass::Unreachable;
+/// A scenario that could not start, as one failed journey of `class`: `unreachable` (exit 4)
+/// when the target cannot be reached through what the scenario needs, a harness error
+/// otherwise.
+fn unrunnable(file: &ScenarioFile, class: FailureClass, message: String) -> ScenarioReport {
     ScenarioReport {
         name: file.scenario.name.clone(),
         path: file.path.clone(),

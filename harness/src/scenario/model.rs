@@ -223,7 +223,7 @@ pub struct UserSpec {
     pub email: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
-    /// `vu`: the fixtures' virtual users `vu01..vu48@apex.test`.
+    /// A pool of fixture users (`users.yaml`: the users with `pool: <name>`), e.g. `vu`.
     #[serde(default)]
     pub pool: Option<String>,
 }
