@@ -43,19 +43,7 @@ impl Harness {
         Self {
             destination,
             files: Vec::new(),
-            options: RunOptions {
-                target: Target::default(),
-                profile: None,
-                target_settings: Default::default(),
-                vus: None,
-                iterations: None,
-                thresholds: Vec::new(),
-                fixtures_dir,
-                progress: false,
-                baseline: None,
-                dependencies: None,
-                cutoff: Default::default(),
-            },
+            options: RunOptions::new(Target::default(), fixtures_dir),
         }
     }
 

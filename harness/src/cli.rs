@@ -405,17 +405,13 @@ fn prepare(
             exit_codes::INFRASTRUCTURE
         })?;
     let options = crate::runner::RunOptions {
-        target: crate::client::Target::default(),
         profile,
         target_settings,
         vus: select.vus,
         iterations: select.iterations,
         thresholds,
-        fixtures_dir: select.fixtures.clone(),
         progress: true,
-        baseline: None,
-        dependencies: None,
-        cutoff: Default::default(),
+        ..crate::runner::RunOptions::new(Default::default(), select.fixtures.clone())
     };
     Ok(Prepared {
         scenarios: selected,

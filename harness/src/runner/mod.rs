@@ -49,6 +49,26 @@ pub struct RunOptions {
     pub cutoff: Cutoff,
 }
 
+impl RunOptions {
+    /// Every scenario as its file says, against `target`, with the fixtures in
+    /// `fixtures_dir`: no overrides, no baseline, no limits, no progress bar.
+    pub fn new(target: Target, fixtures_dir: PathBuf) -> Self {
+        Self {
+            target,
+            profile: None,
+            target_settings: Default::default(),
+            vus: None,
+            iterations: None,
+            thresholds: Vec::new(),
+            fixtures_dir,
+            progress: false,
+            baseline: None,
+            dependencies: None,
+            cutoff: Cutoff::default(),
+        }
+    }
+}
+
 /// A failed journey, kept for the diagnosis.
 #[derive(Debug, Clone)]
 pub struct FailedJourney {

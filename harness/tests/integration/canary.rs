@@ -14,17 +14,12 @@ use crate::{run_cli, start_backend, start_backend_with};
 
 fn options(target: apex_harness::client::Target) -> RunOptions {
     RunOptions {
-        target,
-        profile: None,
-        target_settings: Default::default(),
         vus: Some(2),
         iterations: Some(10),
-        thresholds: Vec::new(),
-        fixtures_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
-        progress: false,
-        baseline: None,
-        dependencies: None,
-        cutoff: Default::default(),
+        ..RunOptions::new(
+            target,
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
+        )
     }
 }
 

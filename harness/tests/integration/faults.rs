@@ -39,17 +39,11 @@ fn options(
     dependencies: Option<apex_harness::fault::DependencyProxies>,
 ) -> RunOptions {
     RunOptions {
-        target,
-        profile: None,
-        target_settings: Default::default(),
-        vus: None,
-        iterations: None,
-        thresholds: Vec::new(),
-        fixtures_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
-        progress: false,
-        baseline: None,
         dependencies,
-        cutoff: Default::default(),
+        ..RunOptions::new(
+            target,
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
+        )
     }
 }
 

@@ -179,19 +179,7 @@ async fn run_yaml(
     target: apex_harness::client::Target,
 ) -> apex_harness::runner::ScenarioReport {
     let file = apex_harness::scenario::parse(std::path::Path::new("inline.yaml"), yaml).unwrap();
-    let options = apex_harness::runner::RunOptions {
-        target,
-        profile: None,
-        target_settings: Default::default(),
-        vus: None,
-        iterations: None,
-        thresholds: Vec::new(),
-        fixtures_dir: workspace().join("fixtures"),
-        progress: false,
-        baseline: None,
-        dependencies: None,
-        cutoff: Default::default(),
-    };
+    let options = apex_harness::runner::RunOptions::new(target, workspace().join("fixtures"));
     apex_harness::runner::run_scenario(&file, &options).await
 }
 

@@ -32,17 +32,8 @@ async fn run_scenario(
     .await;
     let file = load(&workspace().join(scenario)).unwrap();
     let options = RunOptions {
-        target,
-        profile: None,
-        target_settings: Default::default(),
-        vus: None,
         iterations,
-        thresholds: Vec::new(),
-        fixtures_dir: workspace().join("fixtures"),
-        progress: false,
-        baseline: None,
-        dependencies: None,
-        cutoff: Default::default(),
+        ..RunOptions::new(target, workspace().join("fixtures"))
     };
     run(&[file], &options).await
 }
