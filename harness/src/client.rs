@@ -594,11 +594,7 @@ impl Connection {
 
     /// How the server closed, for messages: `1000 "main cleanup"`.
     pub fn close_text(&self) -> String {
-        match (&self.transcript.close_code, &self.transcript.close_reason) {
-            (Some(code), Some(reason)) if !reason.is_empty() => format!("{code} \"{reason}\""),
-            (Some(code), _) => format!("{code} (no reason given)"),
-            (None, _) => "no close code".into(),
-        }
+        self.transcript.close_text()
     }
 
     /// Records what the socket produced in the transcript.

@@ -180,40 +180,37 @@ impl TargetSettings {
         }
     }
 
-    /// Every string with `${NAME}` replaced from `lookup`; the first unset name is the error.
-    pub fn interpolated(
-        &self,
-        lookup: &dyn Fn(&str) -> Result<String, String>,
-    ) -> Result<TargetSettings, String> {
-        let one = |s: &Option<String>| s.as_deref().map(lookup).transpose();
-        Ok(TargetSettings {
+    /// Every string passed through `interpolate` (`${NAME}` from the environment).
+    pub fn interpolated(&self, interpolate: &dyn Fn(&str) -> String) -> TargetSettings {
+        let one = |s: &Option<String>| s.as_deref().map(interpolate);
+        TargetSettings {
             timeout: self.timeout,
             login: LoginSettings {
-                path: one(&self.login.path)?,
-                email_field: one(&self.login.email_field)?,
-                password_field: one(&self.login.password_field)?,
-                token: one(&self.login.token)?,
-                user_id: one(&self.login.user_id)?,
+                path: one(&self.login.path),
+                email_field: one(&self.login.email_field),
+                password_field: one(&self.login.password_field),
+                token: one(&self.login.token),
+                user_id: one(&self.login.user_id),
             },
             ticket: TicketSettings {
-                path: one(&self.ticket.path)?,
-                field: one(&self.ticket.field)?,
-                param: one(&self.ticket.param)?,
+                path: one(&self.ticket.path),
+                field: one(&self.ticket.field),
+                param: one(&self.ticket.param),
             },
             ws: WsSettings {
-                path: one(&self.ws.path)?,
-                query: one(&self.ws.query)?,
+                path: one(&self.ws.path),
+                query: one(&self.ws.query),
             },
-            welcome: one(&self.welcome)?,
+            welcome: one(&self.welcome),
             message: self.message.clone(),
             ack: self.ack,
             resume: self.resume,
             error: ErrorSettings {
-                kind: one(&self.error.kind)?,
-                code: one(&self.error.code)?,
+                kind: one(&self.error.kind),
+                code: one(&self.error.code),
             },
             answer: self.answer.clone(),
-        })
+        }
     }
 
     pub fn login_path(&self) -> &str {

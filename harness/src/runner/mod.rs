@@ -380,14 +380,10 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         Some(base) => file.profile_over(base.clone()),
         None => file.profile.clone(),
     };
-    profile.target = match profile
+    profile.target = profile
         .target
         .over(&options.target_settings)
-        .interpolated(&|text| Ok(interpolate(text)))
-    {
-        Ok(settings) => settings,
-        Err(e) => return unrunnable(file, FailureClass::Harness("settings".into()), e),
-    };
+        .interpolated(&interpolate);
     let fixtures = Arc::new(Fixtures::load(&options.fixtures_dir));
     let users = match fixtures.users_of(&scenario.users) {
         Ok(users) => Arc::new(users),
@@ -588,7 +584,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
                     .rev()
                     .map(|f| (f.at, f.value.clone()))
                     .collect(),
-                close: outcome.transcripts.last().and_then(close_of),
+                close: outcome.transcripts.last().and_then(|t| t.ending()),
             });
         }
     }
@@ -653,23 +649,6 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         duration: started.elapsed(),
         skipped: None,
         cut_short,
-    }
-}
-
-/// How a connection ended, for the diagnosis: the server's close code and reason, or what
-/// the socket said when it was lost.
-fn close_of(transcript: &crate::verify::Transcript) -> Option<String> {
-    match (
-        &transcript.close_code,
-        &transcript.close_reason,
-        &transcript.lost,
-    ) {
-        (Some(code), Some(reason), _) if !reason.is_empty() => {
-            Some(format!("closed with {code} \"{reason}\""))
-        }
-        (Some(code), _, _) => Some(format!("closed with {code}")),
-        (None, _, Some(lost)) => Some(format!("lost without a close frame: {lost}")),
-        _ => None,
     }
 }
 
@@ -751,9 +730,11 @@ pub async fn run_reporting(
     options: &RunOptions,
     finished: &mut dyn FnMut(&ScenarioReport),
 ) -> RunReport {
-    let mut report = RunReport::default();
+    let mut report = RunReport {
+        secrets: secrets(files),
+        ..RunReport::default()
+    };
     for file in files {
-        report.secrets.extend(secrets_of(&file.scenario));
         if let Some(cut) = options.cutoff.reached() {
             report.cut = Some(cut);
             let skipped = ScenarioReport::skipped(file, format!("not run: {cut}"));
@@ -771,8 +752,6 @@ pub async fn run_reporting(
     if report.scenarios.iter().any(|s| s.cut_short > 0) {
         report.cut = report.cut.or(options.cutoff.reached());
     }
-    report.secrets.sort();
-    report.secrets.dedup();
     report
 }
 

@@ -128,4 +128,22 @@ impl Transcript {
     pub fn push(&mut self, at: Duration, value: Value) {
         self.frames.push(ReceivedFrame { at, value });
     }
+
+    /// How the server closed, for messages: `1000 "main cleanup"`.
+    pub fn close_text(&self) -> String {
+        match (&self.close_code, &self.close_reason) {
+            (Some(code), Some(reason)) if !reason.is_empty() => format!("{code} \"{reason}\""),
+            (Some(code), _) => format!("{code} (no reason given)"),
+            (None, _) => "no close code".into(),
+        }
+    }
+
+    /// How the connection ended, for a diagnosis; `None` while it was open when read.
+    pub fn ending(&self) -> Option<String> {
+        match (&self.close_code, &self.lost) {
+            (Some(_), _) => Some(format!("closed with {}", self.close_text())),
+            (None, Some(lost)) => Some(format!("lost without a close frame: {lost}")),
+            (None, None) => None,
+        }
+    }
 }
