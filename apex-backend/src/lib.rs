@@ -67,6 +67,66 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A backend serving in this process on a free loopback port, over real sockets: what the
+/// harness's `--target bundled`, the tests and the benches start. Dropped, it shuts down;
+/// [`InProcess::stop`] also waits until it has drained.
+pub struct InProcess {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InProcess {
+    /// Serves `state` on `127.0.0.1:0`.
+    pub async fn serve(state: AppState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, requested) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(listener, state.clone(), async move {
+            let _ = requested.await;
+        }));
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests shutdown and waits until runs and connections have drained.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then drains: no new runs, in-flight
 /// runs finish within the grace period (or are marked interrupted), connections close with 1001.
 pub async fn serve(

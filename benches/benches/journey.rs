@@ -22,7 +22,6 @@ fn journey(c: &mut Criterion) {
     if services.is_none() {
         eprintln!("journey/services skipped: set APEX_DATABASE_URL and APEX_REDIS_URL");
     }
-    let http = reqwest::Client::new();
     let mut group = c.benchmark_group("journey");
     let targets = [
         Some(("embedded", &embedded)),
@@ -34,7 +33,7 @@ fn journey(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| {
                 id += 1;
-                journeys::journey(&http, &target.target, id)
+                target.journey(id)
             })
         });
     }

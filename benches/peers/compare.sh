@@ -41,7 +41,7 @@ read -r R_CPU R_WALL < <(cpu_of "$bin/apex-harness" run benches/peers/golden_min
   --target "$URL" --vus "$C" --iterations "$ITER" --fixtures fixtures)
 grep -E "^(PASS|FAIL)" /tmp/peer-out | head -1
 # The journey executor alone (what the runner does per journey, without scenario bookkeeping).
-read -r H_CPU H_WALL < <(cpu_of "$bin/golden-load" --target "$URL" --journeys "$N" --concurrency "$C" --warmup 0 --users vu@apex.test)
+read -r H_CPU H_WALL < <(cpu_of "$bin/golden-load" --target "$URL" --journeys "$N" --concurrency "$C" --warmup 0)
 grep -E "completed|failure" /tmp/peer-out | head -3
 K_CPU=0 K_WALL=0
 if [ "$K6" = on ]; then

@@ -122,7 +122,7 @@ fn probe(name: &str, slowdown: u32) -> u8 {
     let scaled = |iterations: u32| iterations * (100 + slowdown) / 100;
     let sink = if name == JOURNEY {
         // Run from the workspace root (see `instructions`).
-        let mut journeys = journeys::SameThreadJourneys::start(Path::new("fixtures"));
+        let mut journeys = journeys::SameThreadJourneys::start(Path::new("."));
         // Warm up: the first journeys fill connection pools and lazily built tables.
         for _ in 0..3 {
             journeys.run();
@@ -296,13 +296,12 @@ async fn journey_ratio(rounds: usize, per_round: usize, slowdown: u32) -> (f64, 
     apex_harness::client::install_crypto_provider();
     let backend = journeys::embedded_backend().await;
     let minimal = journeys::minimal().await;
-    let http = reqwest::Client::new();
     let mut id = 0;
-    let mut measure = async |target: &apex_harness::client::Target, pause: f64| {
+    let mut measure = async |target: &journeys::InProcess, pause: f64| {
         let mut times = Vec::with_capacity(per_round);
         for _ in 0..per_round {
             id += 1;
-            let latency = journeys::journey(&http, target, id).await;
+            let latency = target.journey(id).await;
             let extra = Duration::from_secs_f64(latency.as_secs_f64() * pause);
             tokio::time::sleep(extra).await;
             times.push((latency + extra).as_secs_f64());
@@ -310,17 +309,17 @@ async fn journey_ratio(rounds: usize, per_round: usize, slowdown: u32) -> (f64, 
         median(&mut times)
     };
     // Warm both up (connections, allocations, the backend's caches).
-    measure(&backend.target, 0.0).await;
-    measure(&minimal.target, 0.0).await;
+    measure(&backend, 0.0).await;
+    measure(&minimal, 0.0).await;
     let pause = f64::from(slowdown) / 100.0;
     let mut ratios = Vec::new();
     for round in 0..rounds {
         let (b, m) = if round % 2 == 0 {
-            let b = measure(&backend.target, pause).await;
-            (b, measure(&minimal.target, 0.0).await)
+            let b = measure(&backend, pause).await;
+            (b, measure(&minimal, 0.0).await)
         } else {
-            let m = measure(&minimal.target, 0.0).await;
-            (measure(&backend.target, pause).await, m)
+            let m = measure(&minimal, 0.0).await;
+            (measure(&backend, pause).await, m)
         };
         ratios.push(b / m);
     }

@@ -1,9 +1,11 @@
 //! `golden-load`: runs N golden-path journeys at concurrency C against apex-backend and prints
 //! journeys/s, journey latency percentiles and the server's CPU-seconds per 1,000 journeys.
 //!
-//! A journey is the harness's golden-path journey (`apex_harness::journey`): HTTP login →
+//! A journey is `benches/scenarios/journey.yaml` run by the harness's scenario executor
+//! (`apex_harness::runner::Prepared::journey`, what `apex-harness run` runs): HTTP login →
 //! WebSocket (bearer header) → `user_message` → the eleven events in order, each within its
-//! timeout → every invariant checked → cumulative `ack` → close. By default the release `apex-backend` next to this binary is started as a
+//! timeout → the answer checked → every invariant checked → close. Virtual user `i` is the
+//! fixtures' `vu` pool member `i % 48`. By default the release `apex-backend` next to this binary is started as a
 //! child process (embedded mode, cheapest argon2 parameters so the login hash does not drown
 //! the measurement), and its CPU time is read from `/proc/<pid>/stat`.
 
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use apex_harness::client::Target;
-use apex_harness::journey::JourneySpec;
+use apex_harness::runner::Prepared;
 use clap::Parser;
 use serde_json::Value;
 
@@ -42,10 +44,6 @@ struct Args {
     /// Think time the started backend puts between events.
     #[arg(long, default_value_t = 0)]
     think_time_ms: u64,
-    /// Users to log in as, round-robin (all have password `correct-horse`). Default: the 48
-    /// virtual users of the fixtures, so concurrent journeys rarely share a user's stream.
-    #[arg(long, value_delimiter = ',')]
-    users: Vec<String>,
 }
 
 struct Backend {
@@ -129,17 +127,10 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// One journey with the harness's full verification: ordered events with timeouts, every
-/// invariant, the answer present. Returns its latency (login to `agent_completed`).
-async fn journey(
-    http: &reqwest::Client,
-    target: &Target,
-    email: &str,
-    id: usize,
-) -> Result<Duration, String> {
-    let spec = JourneySpec::golden(email, "correct-horse");
-    let outcome =
-        apex_harness::journey::run(http, target, &spec, &format!("golden-load-{id}")).await;
+/// One journey with the harness's full verification. Returns its latency (login to
+/// `agent_completed`).
+async fn journey(journeys: &Prepared, id: usize) -> Result<Duration, String> {
+    let outcome = journeys.journey(id as u32, 0, None).await;
     match (outcome.failures.first(), outcome.timings.agent_completed) {
         (None, Some(latency)) => Ok(latency),
         (Some(failure), _) => Err(format!("{}: {}", failure.class, failure.message)),
@@ -148,30 +139,24 @@ async fn journey(
 }
 
 async fn run(
-    base: Arc<str>,
-    users: Arc<[String]>,
-    journeys: usize,
+    journeys: Arc<Prepared>,
+    count: usize,
     concurrency: usize,
 ) -> (Vec<Duration>, Vec<String>, Duration) {
-    let http = Target::parse(&base)
-        .expect("the backend's URL")
-        .http_client()
-        .expect("an HTTP client");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, users, next) = (http.clone(), users.clone(), next.clone());
-            let target = Target::parse(&base).expect("the backend's URL");
+            let (journeys, next) = (journeys.clone(), next.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failures = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= journeys {
+                    if i >= count {
                         return (latencies, failures);
                     }
-                    match journey(&http, &target, &users[i % users.len()], i).await {
+                    match journey(&journeys, i).await {
                         Ok(latency) => latencies.push(latency),
                         Err(e) => failures.push(e),
                     }
@@ -179,7 +164,7 @@ async fn run(
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(journeys);
+    let mut latencies = Vec::with_capacity(count);
     let mut failures = Vec::new();
     for worker in workers {
         let (l, f) = worker.await.expect("worker does not panic");
@@ -218,22 +203,19 @@ async fn main() {
         (None, Some(t)) => t.trim_end_matches('/').into(),
         (None, None) => unreachable!(),
     };
-    let users: Arc<[String]> = if args.users.is_empty() {
-        (1..=48).map(|n| format!("vu{n:02}@apex.test")).collect()
-    } else {
-        args.users.clone().into()
-    };
+    apex_harness::client::install_crypto_provider();
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = Target::parse(&base).expect("the backend's URL");
+    let journeys = Arc::new(apex_benches::journeys::prepare(&root, &target).await);
     let pid = backend.as_ref().map(|b| b.child.id());
 
-    let (_, warm_failures, _) =
-        run(base.clone(), users.clone(), args.warmup, args.concurrency).await;
+    let (_, warm_failures, _) = run(journeys.clone(), args.warmup, args.concurrency).await;
     if let Some(e) = warm_failures.first() {
         eprintln!("warm-up failure: {e}");
     }
     let server_cpu_before = pid.map(cpu_seconds);
     let own_cpu_before = cpu_seconds(std::process::id());
-    let (mut latencies, failures, wall) =
-        run(base.clone(), users, args.journeys, args.concurrency).await;
+    let (mut latencies, failures, wall) = run(journeys, args.journeys, args.concurrency).await;
     let own_cpu = cpu_seconds(std::process::id()) - own_cpu_before;
     let server_cpu = pid
         .map(cpu_seconds)

@@ -1,50 +1,88 @@
 //! Journey latency against in-process targets: the reference backend (embedded, or on the
 //! machine's Postgres and Redis) and the minimal server, which does no work and so serves as
 //! the calibration a wall-clock ratio is taken against.
+//!
+//! A journey is `benches/scenarios/journey.yaml` run by the harness's own executor
+//! ([`Prepared::journey`]), the code `apex-harness run` runs: every step, expectation,
+//! content check and invariant included.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use apex_backend::{AppState, Config};
+use apex_backend::Config;
 use apex_harness::client::Target;
-use apex_harness::journey::JourneySpec;
-use tokio::sync::oneshot;
+use apex_harness::runner::{Prepared, RunOptions};
 
-/// A target running in this process; dropping it stops the server.
+/// A target running in this process with the bench journey prepared against it; dropping
+/// it stops the server.
 pub struct InProcess {
     pub target: Target,
-    _stop: Option<oneshot::Sender<()>>,
+    journeys: Prepared,
+    _server: Option<apex_backend::InProcess>,
 }
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-async fn serve_backend(config: Config) -> InProcess {
-    let state = AppState::start(config, true)
+/// The bench journey (`benches/scenarios/journey.yaml`) prepared against `target`, with the
+/// fixtures in `root/fixtures` (a relative root keeps the process the same wherever the
+/// checkout lives, for callgrind).
+pub async fn prepare(root: &Path, target: &Target) -> Prepared {
+    let path = root.join("benches/scenarios/journey.yaml");
+    let file =
+        apex_harness::scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    let options = RunOptions::new(target.clone(), root.join("fixtures"));
+    Prepared::new(&file, &options)
+        .await
+        .unwrap_or_else(|e| panic!("the bench journey cannot start: {e:?}"))
+}
+
+async fn serve(root: &Path, server: Option<apex_backend::InProcess>, addr: String) -> InProcess {
+    let target = Target::parse(&addr).expect("a loopback URL");
+    InProcess {
+        journeys: prepare(root, &target).await,
+        target,
+        _server: server,
+    }
+}
+
+async fn serve_backend(root: &Path, config: Config) -> InProcess {
+    let state = apex_backend::AppState::start(config, true)
         .await
         .expect("the backend starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(apex_backend::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    InProcess {
-        target: Target::parse(&format!("http://{addr}")).unwrap(),
-        _stop: Some(stop),
-    }
+    let server = apex_backend::InProcess::serve(state)
+        .await
+        .expect("a loopback port");
+    let url = server.base_url();
+    serve(root, Some(server), url).await
 }
 
 /// The reference backend on its embedded stores (cheapest argon2, as in tests).
 pub async fn embedded_backend() -> InProcess {
-    embedded_backend_on(fixtures()).await
+    embedded_backend_in(&workspace()).await
 }
 
-async fn embedded_backend_on(fixtures: PathBuf) -> InProcess {
+async fn embedded_backend_in(root: &Path) -> InProcess {
     let mut config = Config::for_tests();
-    config.fixtures_dir = fixtures;
-    serve_backend(config).await
+    config.fixtures_dir = root.join("fixtures");
+    serve_backend(root, config).await
+}
+
+impl InProcess {
+    /// One verified journey as virtual user `id`; its latency from the journey's start to
+    /// `agent_completed`. Panics on a failed journey: a benchmark of failures measures
+    /// nothing.
+    pub async fn journey(&self, id: u32) -> Duration {
+        let outcome = self.journeys.journey(id, 0, None).await;
+        match (outcome.failures.first(), outcome.timings.agent_completed) {
+            (None, Some(latency)) => latency,
+            (failure, _) => panic!(
+                "journey {id} against {} failed: {failure:?}",
+                self.target.authority
+            ),
+        }
+    }
 }
 
 /// Verified journeys against the embedded backend with the harness and the backend on one
@@ -53,24 +91,22 @@ async fn embedded_backend_on(fixtures: PathBuf) -> InProcess {
 pub struct SameThreadJourneys {
     runtime: tokio::runtime::Runtime,
     backend: InProcess,
-    http: reqwest::Client,
-    next: usize,
+    next: u32,
 }
 
 impl SameThreadJourneys {
-    /// Starts the backend with the fixtures in `fixtures` (a relative path keeps the
-    /// process the same wherever the checkout lives).
-    pub fn start(fixtures: &Path) -> Self {
+    /// Starts the backend with the checkout at `root` (a relative path keeps the process the
+    /// same wherever the checkout lives).
+    pub fn start(root: &Path) -> Self {
         apex_harness::client::install_crypto_provider();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let backend = runtime.block_on(embedded_backend_on(fixtures.to_owned()));
+        let backend = runtime.block_on(embedded_backend_in(root));
         Self {
             runtime,
             backend,
-            http: reqwest::Client::new(),
             next: 0,
         }
     }
@@ -78,9 +114,7 @@ impl SameThreadJourneys {
     /// One journey; its latency in microseconds.
     pub fn run(&mut self) -> u64 {
         self.next += 1;
-        let latency = self
-            .runtime
-            .block_on(journey(&self.http, &self.backend.target, self.next));
+        let latency = self.runtime.block_on(self.backend.journey(self.next));
         latency.as_micros() as u64
     }
 }
@@ -88,13 +122,14 @@ impl SameThreadJourneys {
 /// The reference backend on `APEX_DATABASE_URL` and `APEX_REDIS_URL` (schema `apex_bench`,
 /// prefix `apex_bench:`), or `None` when they are not set.
 pub async fn services_backend() -> Option<InProcess> {
+    let root = workspace();
     let mut config = Config::for_tests();
-    config.fixtures_dir = fixtures();
+    config.fixtures_dir = root.join("fixtures");
     config.database_url = Some(std::env::var("APEX_DATABASE_URL").ok()?);
     config.redis_url = Some(std::env::var("APEX_REDIS_URL").ok()?);
     config.database_schema = "apex_bench".into();
     config.redis_prefix = "apex_bench:".into();
-    Some(serve_backend(config).await)
+    Some(serve_backend(&root, config).await)
 }
 
 /// The minimal server.
@@ -102,23 +137,5 @@ pub async fn minimal() -> InProcess {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(crate::minimal::serve(listener));
-    InProcess {
-        target: Target::parse(&format!("http://{addr}")).unwrap(),
-        _stop: None,
-    }
-}
-
-/// One golden-path journey with the harness's full verification; its latency from login to
-/// `agent_completed`. Panics on a failed journey: a benchmark of failures measures nothing.
-pub async fn journey(http: &reqwest::Client, target: &Target, id: usize) -> Duration {
-    let email = format!("vu{:02}@apex.test", id % 48 + 1);
-    let spec = JourneySpec::golden(&email, "correct-horse");
-    let outcome = apex_harness::journey::run(http, target, &spec, &format!("bench-{id}")).await;
-    match (outcome.failures.first(), outcome.timings.agent_completed) {
-        (None, Some(latency)) => latency,
-        (failure, _) => panic!(
-            "journey {id} against {} failed: {failure:?}",
-            target.authority
-        ),
-    }
+    serve(&workspace(), None, format!("http://{addr}")).await
 }

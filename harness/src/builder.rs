@@ -102,7 +102,8 @@ impl Harness {
     pub async fn run(mut self) -> Result<RunReport, String> {
         let _bundled = match &self.destination {
             Destination::Bundled => {
-                let bundled = crate::bundled::start(&self.options.fixtures_dir).await?;
+                let bundled = (crate::bundled::start(&self.options.fixtures_dir).await)
+                    .map_err(|e| e.to_string())?;
                 self.options.target = bundled.target.clone();
                 Some(bundled)
             }

@@ -2,19 +2,39 @@
 //! services the backend selects (README, "Services": the machine's Postgres and Redis when
 //! `APEX_DATABASE_URL` and `APEX_REDIS_URL` are set, else embedded). This is the only use the
 //! harness makes of the backend crate; journeys still speak to it over real sockets.
+//!
+//! Behind the default cargo feature `bundled`: a harness built without it (for remote
+//! targets only, without sqlx, redis, argon2 and axum) answers `--target bundled` with
+//! [`BundledError::NotBuilt`].
 
 use std::path::Path;
 
-use tokio::sync::oneshot;
-
 use crate::client::Target;
+use crate::fault::DependencyProxies;
+
+/// Why the bundled backend is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum BundledError {
+    #[error(
+        "this apex-harness was built without the bundled backend (cargo feature `bundled`); \
+         pass --target URL"
+    )]
+    NotBuilt,
+    #[error("a fault proxy in front of its services: {0}")]
+    Proxy(std::io::Error),
+    #[error("{0}")]
+    Startup(String),
+    #[error("no loopback port to serve on: {0}")]
+    Listen(std::io::Error),
+}
 
 /// A running bundled backend; dropping it shuts the backend down.
 pub struct Bundled {
     pub target: Target,
     /// `embedded`, `external` or `containers`.
     pub mode: String,
-    _stop: oneshot::Sender<()>,
+    #[cfg(feature = "bundled")]
+    _server: apex_backend::InProcess,
 }
 
 impl std::fmt::Debug for Bundled {
@@ -27,7 +47,7 @@ impl std::fmt::Debug for Bundled {
 }
 
 /// Starts the backend with the fixtures in `fixtures_dir`.
-pub async fn start(fixtures_dir: &Path) -> Result<Bundled, String> {
+pub async fn start(fixtures_dir: &Path) -> Result<Bundled, BundledError> {
     start_with(fixtures_dir, false)
         .await
         .map(|(bundled, _)| bundled)
@@ -35,37 +55,26 @@ pub async fn start(fixtures_dir: &Path) -> Result<Bundled, String> {
 
 /// [`start`]; with `proxied` and services configured, the backend reaches Redis and Postgres
 /// through fault proxies (for `between: redis|postgres` faults), returned alongside.
+#[cfg(feature = "bundled")]
 pub async fn start_with(
     fixtures_dir: &Path,
     proxied: bool,
-) -> Result<(Bundled, Option<crate::fault::DependencyProxies>), String> {
-    use crate::fault::{FaultProxy, url_authority, url_through};
+) -> Result<(Bundled, Option<DependencyProxies>), BundledError> {
+    use crate::fault::FaultProxy;
     let mut config = apex_backend::Config::for_tests();
     config.fixtures_dir = fixtures_dir.to_owned();
     config.database_url = std::env::var("APEX_DATABASE_URL").ok();
     config.redis_url = std::env::var("APEX_REDIS_URL").ok();
     let mut proxies = None;
     if let (true, Some(db), Some(redis)) = (proxied, &config.database_url, &config.redis_url) {
-        let through = async |url: &str, port: u16| -> Result<(FaultProxy, String), String> {
-            let authority = url_authority(url, port).ok_or("cannot read the service URL")?;
-            let upstream = tokio::net::lookup_host(&authority)
-                .await
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("cannot resolve {authority}"))?;
-            let proxy = FaultProxy::start(upstream)
-                .await
-                .map_err(|e| e.to_string())?;
-            let url = url_through(url, proxy.addr).ok_or("cannot rewrite the service URL")?;
-            Ok((proxy, url))
-        };
-        let (pg, db_url) = through(db, 5432).await?;
-        let (rd, redis_url) = through(redis, 6379).await?;
-        config.database_url = Some(db_url);
+        let (postgres, db) = (FaultProxy::in_front_of(db).await).map_err(BundledError::Proxy)?;
+        let (redis, redis_url) =
+            (FaultProxy::in_front_of(redis).await).map_err(BundledError::Proxy)?;
+        config.database_url = Some(db);
         config.redis_url = Some(redis_url);
-        proxies = Some(crate::fault::DependencyProxies {
-            redis: Some(rd),
-            postgres: Some(pg),
+        proxies = Some(DependencyProxies {
+            redis: Some(redis),
+            postgres: Some(postgres),
         });
     }
     if config.database_url.is_some() {
@@ -75,25 +84,30 @@ pub async fn start_with(
     }
     let state = apex_backend::AppState::start(config, true)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| BundledError::Startup(e.to_string()))?;
     let mode = serde_json::to_value(state.mode)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let server = apex_backend::InProcess::serve(state)
         .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(apex_backend::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+        .map_err(BundledError::Listen)?;
+    let target = Target::parse(&server.base_url()).map_err(BundledError::Startup)?;
     Ok((
         Bundled {
-            target: Target::parse(&format!("http://{addr}"))?,
+            target,
             mode,
-            _stop: stop,
+            _server: server,
         },
         proxies,
     ))
+}
+
+/// Without the `bundled` feature there is no backend to start.
+#[cfg(not(feature = "bundled"))]
+pub async fn start_with(
+    _fixtures_dir: &Path,
+    _proxied: bool,
+) -> Result<(Bundled, Option<DependencyProxies>), BundledError> {
+    Err(BundledError::NotBuilt)
 }

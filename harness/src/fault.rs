@@ -149,6 +149,27 @@ impl FaultProxy {
         }
     }
 
+    /// A proxy in front of the service a `redis://` or `postgres://` URL points at, and that
+    /// URL rewritten to go through it (credentials, database and query kept).
+    pub async fn in_front_of(url: &str) -> std::io::Result<(Self, String)> {
+        let invalid = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{what}: {}", url.split('@').next_back().unwrap_or(url)),
+            )
+        };
+        let default_port = if url.starts_with("redis") { 6379 } else { 5432 };
+        let authority = url_authority(url, default_port)
+            .ok_or_else(|| invalid("no host in the service URL"))?;
+        let upstream = tokio::net::lookup_host(&authority)
+            .await?
+            .next()
+            .ok_or_else(|| invalid("the service's host does not resolve"))?;
+        let proxy = Self::start(upstream).await?;
+        let through = url_through(url, proxy.addr).ok_or_else(|| invalid("cannot rewrite"))?;
+        Ok((proxy, through))
+    }
+
     /// Adds a toxic; returns its id for [`FaultProxy::remove`].
     pub fn add(&self, direction: Direction, toxic: Toxic) -> u64 {
         let down = toxic == Toxic::Down;

@@ -18,12 +18,12 @@
 //!   frame's type, `seq`, run and thread ids live, what to ignore.
 //! - [`verify`]: the invariants every journey is held to, over a connection's transcript, and
 //!   the failure classes they report.
-//! - [`journey`]: one golden-path journey run and judged (ordered expected events with
-//!   timeouts, invariants, timings into metrics).
 //! - [`scenario`]: scenario files (YAML) parsed with line and column, and their diagnostics
 //!   (`path:line:col`, a caret, a hint).
-//! - [`runner`]: executes scenarios — virtual users run the steps under the scenario's load,
-//!   isolation is checked across all users, thresholds make the verdict.
+//! - [`runner`]: executes scenarios — a scenario is prepared once ([`runner::Prepared`]),
+//!   virtual users run its steps under its load (one journey: [`runner::Prepared::journey`],
+//!   also what the benches measure), isolation is checked across all users, thresholds make
+//!   the verdict.
 //! - [`report`]: the end-of-run summary and the versioned JSON report.
 //! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
 //!   workers.
@@ -45,7 +45,6 @@ pub mod client;
 pub mod compare;
 pub mod exit_codes;
 pub mod fault;
-pub mod journey;
 pub mod metrics;
 pub mod profile;
 pub mod report;

@@ -10,6 +10,5 @@ mod golden_path;
 mod isolation;
 mod isolation_props;
 mod operations;
-mod proxy;
 mod services;
 mod support;

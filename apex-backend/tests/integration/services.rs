@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::proxy::{Proxy, upstream_of};
 use crate::services_or_skip;
 use crate::support::*;
+use apex_harness::fault::{Direction, FaultProxy, Toxic};
 
 const SECRET: &str = "apex-test-secret-not-for-production";
 
@@ -321,14 +321,18 @@ async fn wait_for_ready_status(server: &TestServer, want: &str) {
 async fn redis_answering_in_seven_and_a_half_seconds_degrades_and_recovers() {
     let services =
         services_or_skip!("redis_answering_in_seven_and_a_half_seconds_degrades_and_recovers");
-    let proxy = Proxy::start(upstream_of(&services.urls.redis)).await;
+    let (proxy, through) = FaultProxy::in_front_of(&services.urls.redis).await.unwrap();
     let mut via_proxy = services.clone();
-    via_proxy.urls.redis = proxy.rewrite(&services.urls.redis);
+    via_proxy.urls.redis = through;
     let server = TestServer::start_on(&via_proxy, |_| {}).await;
     let mut client = server.client(ALICE).await;
     client.ask("warm up").await;
 
-    proxy.set_latency(Duration::from_millis(7500));
+    let slow = Toxic::Latency {
+        delay: Duration::from_millis(7500),
+        jitter: Duration::ZERO,
+    };
+    let slow = proxy.add(Direction::Both, slow);
     let started = Instant::now();
     let events = client.ask("where am I wasting money?").await;
     let took = started.elapsed();
@@ -347,7 +351,7 @@ async fn redis_answering_in_seven_and_a_half_seconds_degrades_and_recovers() {
         "{metrics}"
     );
 
-    proxy.set_latency(Duration::ZERO);
+    proxy.remove(slow);
     wait_for_ready_status(&server, "ready").await;
     let again = client.ask("and now?").await;
     assert_complete_run(&again);
@@ -364,22 +368,22 @@ async fn redis_answering_in_seven_and_a_half_seconds_degrades_and_recovers() {
 async fn redis_down_mid_run_loses_no_events_for_connected_clients_and_recovers() {
     let services =
         services_or_skip!("redis_down_mid_run_loses_no_events_for_connected_clients_and_recovers");
-    let proxy = Proxy::start(upstream_of(&services.urls.redis)).await;
+    let (proxy, through) = FaultProxy::in_front_of(&services.urls.redis).await.unwrap();
     let mut via_proxy = services.clone();
-    via_proxy.urls.redis = proxy.rewrite(&services.urls.redis);
+    via_proxy.urls.redis = through;
     let server = TestServer::start_on(&via_proxy, |c| c.think_time_ms = 40).await;
     let mut client = server.client(BOB).await;
     client.message("where does my money go?").await;
     let first = client.next().await.unwrap();
     assert_eq!(first["type"], "agent_started");
-    proxy.set_down(true);
+    proxy.add(Direction::Both, Toxic::Down);
     let (mut rest, _) = client.run_events(true).await;
     let mut events = vec![first];
     events.append(&mut rest);
     assert_complete_run(&events);
     assert_eq!(ready(&server).await["status"], "degraded");
 
-    proxy.set_down(false);
+    proxy.clear();
     wait_for_ready_status(&server, "ready").await;
     // What was numbered while Redis was down was written back: a new connection can replay it.
     let token = server.login(BOB).await;
@@ -399,13 +403,15 @@ async fn redis_down_mid_run_loses_no_events_for_connected_clients_and_recovers()
 #[tokio::test]
 async fn postgres_down_fails_fast_with_clear_errors_and_recovers() {
     let services = services_or_skip!("postgres_down_fails_fast_with_clear_errors_and_recovers");
-    let proxy = Proxy::start(upstream_of(&services.urls.database)).await;
+    let (proxy, through) = FaultProxy::in_front_of(&services.urls.database)
+        .await
+        .unwrap();
     let mut via_proxy = services.clone();
-    via_proxy.urls.database = proxy.rewrite(&services.urls.database);
+    via_proxy.urls.database = through;
     let server = TestServer::start_on(&via_proxy, |_| {}).await;
     let mut client = server.client(CAROL).await;
 
-    proxy.set_down(true);
+    proxy.add(Direction::Both, Toxic::Down);
     let started = Instant::now();
     let (status, body) = server
         .post(
@@ -426,7 +432,7 @@ async fn postgres_down_fails_fast_with_clear_errors_and_recovers() {
     let response = server.http.get(server.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), 503);
 
-    proxy.set_down(false);
+    proxy.clear();
     wait_for_ready_status(&server, "ready").await;
     let events = client.ask("what do I spend?").await;
     assert_complete_run(&events);

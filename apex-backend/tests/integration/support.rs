@@ -9,8 +9,6 @@ use apex_backend::{AppState, Config};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -56,8 +54,7 @@ pub fn http_client() -> reqwest::Client {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    server: apex_backend::InProcess,
     pub http: reqwest::Client,
 }
 
@@ -87,17 +84,13 @@ impl TestServer {
     }
 
     pub async fn serve(state: AppState) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(apex_backend::serve(listener, state.clone(), async move {
-            let _ = rx.await;
-        }));
+        let server = apex_backend::InProcess::serve(state)
+            .await
+            .expect("a loopback port");
         Self {
-            addr,
-            state,
-            shutdown: Some(tx),
-            task: Some(task),
+            addr: server.addr,
+            state: server.state.clone(),
+            server,
             http: http_client(),
         }
     }
@@ -111,13 +104,8 @@ impl TestServer {
     }
 
     /// Signals shutdown and waits until the server has drained.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    pub async fn stop(self) {
+        self.server.stop().await.unwrap();
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -181,14 +169,6 @@ impl TestServer {
         WsClient::connect(self, Transport::Header(token))
             .await
             .unwrap()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

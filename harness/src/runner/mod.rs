@@ -3,6 +3,8 @@
 //! thresholds make the verdict.
 
 mod cutoff;
+mod load;
+mod outcome;
 mod steps;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +16,6 @@ use serde_json::Value;
 
 use crate::client::Target;
 use crate::exit_codes;
-use crate::journey::JourneyOutcome;
 use crate::metrics::Metrics;
 use crate::profile::Profile;
 use crate::scenario::{ScenarioFile, UserSpec};
@@ -22,6 +23,8 @@ use crate::threshold::{self, Threshold, Verdict};
 use crate::verify::{Failure, FailureClass, check_isolation};
 
 pub use cutoff::{Cut, Cutoff};
+pub use load::{NotStarted, Prepared};
+pub use outcome::{JourneyOutcome, Timings};
 pub use steps::{JourneyContext, VuSession, lookup, run_journey, run_journey_with};
 
 /// What to run against and how, beyond the files.
@@ -375,219 +378,18 @@ fn secrets_of(scenario: &crate::scenario::Scenario) -> Vec<String> {
 
 /// Runs one scenario under its load.
 pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> ScenarioReport {
-    let scenario = &file.scenario;
-    let mut profile = match &options.profile {
-        Some(base) => file.profile_over(base.clone()),
-        None => file.profile.clone(),
-    };
-    profile.target = profile
-        .target
-        .over(&options.target_settings)
-        .interpolated(&interpolate);
-    let fixtures = Arc::new(Fixtures::load(&options.fixtures_dir));
-    let users = match fixtures.users_of(&scenario.users) {
-        Ok(users) => Arc::new(users),
-        Err(e) => return unrunnable(file, FailureClass::Harness("users".into()), e),
-    };
-    let vus = options.vus.unwrap_or(scenario.load.vus).max(1);
-    let iterations = options.iterations.or(scenario.load.iterations);
-    let until = match (iterations, scenario.load.duration) {
-        (None, Some(duration)) => Some(Instant::now() + duration),
-        _ => None,
-    };
-    let per_vu = iterations.unwrap_or(if until.is_some() { u32::MAX } else { 1 });
-    let pace = scenario
-        .load
-        .arrival_rate
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(1.0 / r));
-    let ticker = Arc::new(tokio::sync::Mutex::new(pace.map(tokio::time::interval)));
-    let timeout = profile.target.timeout.unwrap_or(Duration::from_secs(10));
-    let ramp = scenario.load.ramp_up.unwrap_or_default();
-    let http = match options.target.http_client() {
-        Ok(http) => http,
-        Err(e) => return unrunnable(file, FailureClass::Unreachable, e),
-    };
-    // Faults: placed before the first journey, removed when the scenario ends.
-    let (faults, journeys_target) = if scenario.faults.is_empty() {
-        (None, options.target.clone())
-    } else {
-        match crate::fault::ScenarioFaults::start(
-            &scenario.faults,
-            &options.target,
-            options.dependencies.as_ref(),
-        )
-        .await
-        {
-            Ok((faults, target)) => (Some(Arc::new(faults)), target),
-            Err(crate::fault::PlaceError::NeedsServices(reason)) => {
-                return ScenarioReport::skipped(file, reason);
-            }
-            Err(crate::fault::PlaceError::Failed(e)) => {
-                return unrunnable(file, FailureClass::Unreachable, format!("faults: {e}"));
-            }
-        }
+    let prepared = match Prepared::new(file, options).await {
+        Ok(prepared) => prepared,
+        Err(NotStarted::Skipped(reason)) => return ScenarioReport::skipped(file, reason),
+        Err(NotStarted::Unrunnable(class, message)) => return unrunnable(file, class, message),
     };
     let started = Instant::now();
     let cpu_before = crate::metrics::process_cpu_time();
-    let scenario_tag = {
-        let mut hash = 0u32;
-        for b in file.path.to_string_lossy().bytes() {
-            hash = hash.wrapping_mul(31).wrapping_add(u32::from(b));
-        }
-        hash
-    };
-
-    let bar = if options.progress {
-        let bar = match iterations {
-            Some(n) => indicatif::ProgressBar::new(u64::from(n) * u64::from(vus)),
-            None if until.is_some() => indicatif::ProgressBar::new_spinner(),
-            None => indicatif::ProgressBar::new(u64::from(vus)),
-        };
-        // Draws only when stderr is a terminal, so CI logs stay clean.
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_prefix(scenario.name.clone());
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let failed_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let tasks = (0..vus).map(|vu| {
-        let (email, password) = users[vu as usize % users.len()].clone();
-        let (http, fixtures, ticker, profile, cutoff) = (
-            http.clone(),
-            fixtures.clone(),
-            ticker.clone(),
-            profile.clone(),
-            options.cutoff.clone(),
-        );
-        let (bar, failed_so_far) = (bar.clone(), failed_so_far.clone());
-        // A VU bypasses the fault proxy when every target fault names other VUs.
-        let through_proxy = scenario
-            .faults
-            .iter()
-            .filter(|f| f.between == crate::scenario::FaultPlace::Target)
-            .any(|f| f.vus.is_empty() || f.vus.contains(&vu));
-        let target = if through_proxy {
-            journeys_target.clone()
-        } else {
-            options.target.clone()
-        };
-        let faults = faults.clone();
-        let steps = scenario.steps.clone();
-        let mut vu_session =
-            (scenario.load.login == crate::scenario::LoginMode::OncePerVu).then(VuSession::default);
-        let delay = ramp.mul_f64(f64::from(vu) / f64::from(vus));
-        let marker = move |iteration: u32| format!("mk{scenario_tag:08x}v{vu}i{iteration}");
-        let task = tokio::spawn({
-            let email = email.clone();
-            async move {
-                let mut outcomes = Vec::new();
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    _ = cutoff.wait() => return outcomes,
-                }
-                let truth = fixtures.truths.get(&email.to_lowercase()).cloned();
-                let ctx = JourneyContext {
-                    http: &http,
-                    target: &target,
-                    profile: &profile,
-                    timeout,
-                    truth: truth.as_ref(),
-                    faults: faults.as_deref(),
-                    cutoff: &cutoff,
-                };
-                for iteration in 0..per_vu {
-                    if until.is_some_and(|u| Instant::now() >= u) || cutoff.reached().is_some() {
-                        break;
-                    }
-                    if let Some(interval) = ticker.lock().await.as_mut() {
-                        tokio::select! {
-                            _ = interval.tick() => {}
-                            _ = cutoff.wait() => break,
-                        }
-                    }
-                    let outcome = run_journey_with(
-                        &ctx,
-                        &steps,
-                        &email,
-                        &password,
-                        &marker(iteration),
-                        vu_session.as_mut(),
-                    )
-                    .await;
-                    if !outcome.passed() && !outcome.cut_short {
-                        cutoff.journey_failed();
-                        let failed =
-                            failed_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        bar.set_message(format!("{failed} failed"));
-                    }
-                    bar.inc(1);
-                    outcomes.push(outcome);
-                }
-                outcomes
-            }
-        });
-        (email, marker(0), task)
-    });
-    let outcomes = gather(tasks.collect()).await;
+    let outcomes = load::drive(prepared, options).await;
     let cut_short = outcomes.iter().filter(|o| o.cut_short).count() as u64;
     let mut outcomes: Vec<JourneyOutcome> = outcomes.into_iter().filter(|o| !o.cut_short).collect();
-    bar.finish_and_clear();
-    drop(faults);
-
-    // Isolation across every user's transcripts.
-    let owners: Vec<usize> = outcomes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, o)| o.transcripts.iter().map(move |_| i))
-        .collect();
-    let breaches = {
-        let pairs: Vec<_> = outcomes
-            .iter()
-            .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
-            .collect();
-        check_isolation(&pairs)
-    };
-    for (journey, found) in owners.into_iter().zip(breaches) {
-        outcomes[journey].failures.extend(found);
-    }
-
-    let mut metrics = Metrics::default();
-    let mut failed = Vec::new();
-    let mut failures_by_class = BTreeMap::new();
-    for outcome in &outcomes {
-        outcome.record(&mut metrics);
-        if !outcome.passed() {
-            for failure in &outcome.failures {
-                *failures_by_class
-                    .entry(failure.class.to_string())
-                    .or_insert(0) += 1;
-            }
-            let frames: Vec<_> = outcome
-                .transcripts
-                .iter()
-                .flat_map(|t| t.frames.iter())
-                .collect();
-            failed.push(FailedJourney {
-                email: outcome.identity.email.clone(),
-                failures: outcome.failures.clone(),
-                last_frames: frames
-                    .iter()
-                    .rev()
-                    .take(6)
-                    .rev()
-                    .map(|f| (f.at, f.value.clone()))
-                    .collect(),
-                close: outcome.transcripts.last().and_then(|t| t.ending()),
-            });
-        }
-    }
+    check_isolation_across(&mut outcomes);
+    let (mut metrics, mut failed) = tally(&outcomes);
     // Cost on the client side: this process's CPU (with `--target bundled` that includes the
     // backend, which runs in-process).
     if let (Some(before), Some(after)) = (cpu_before, crate::metrics::process_cpu_time()) {
@@ -607,39 +409,20 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             last_frames: Vec::new(),
             close: None,
         });
+    }
+    let mut failures_by_class = BTreeMap::new();
+    for failure in failed.iter().flat_map(|f| &f.failures) {
         *failures_by_class
-            .entry(FailureClass::NoJourneys.to_string())
+            .entry(failure.class.to_string())
             .or_insert(0) += 1;
     }
-    let mut thresholds = if file.thresholds.is_empty() {
-        // A scenario that sends no message has no chat to complete, and one that opens no
-        // connection meant to succeed has no connection rate.
-        use crate::scenario::Step;
-        let sends = (scenario.steps.iter())
-            .any(|step| matches!(step, Step::Send(s) if s.content.is_some()));
-        let connects = (scenario.steps.iter())
-            .any(|step| matches!(step, Step::Connect(c) if c.expect_status.is_none()));
-        threshold::defaults()
-            .into_iter()
-            .filter(|t| sends || t.metric != "chat_completion_rate")
-            .filter(|t| connects || t.metric != "ws_connect_success_rate")
-            .collect()
-    } else {
-        file.thresholds.clone()
-    };
-    thresholds.extend(options.thresholds.iter().cloned());
-    let verdicts = thresholds
+    let baseline = (options.baseline.as_deref()).map(|b| b.metrics_for(&file.scenario.name));
+    let verdicts = thresholds_of(file, options)
         .iter()
-        .map(|t| {
-            let baseline = options
-                .baseline
-                .as_deref()
-                .map(|b| b.metrics_for(&scenario.name));
-            threshold::evaluate(t, &metrics, baseline)
-        })
+        .map(|t| threshold::evaluate(t, &metrics, baseline))
         .collect();
     ScenarioReport {
-        name: scenario.name.clone(),
+        name: file.scenario.name.clone(),
         path: file.path.clone(),
         journeys: outcomes.len() as u64,
         failed,
@@ -652,28 +435,71 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
     }
 }
 
-/// Every virtual user's journeys. A virtual user whose task panicked (or was cancelled)
-/// lost its journeys: it counts as one failed journey, `harness_error:worker_crashed`, never
-/// as nothing.
-async fn gather(
-    tasks: Vec<(String, String, tokio::task::JoinHandle<Vec<JourneyOutcome>>)>,
-) -> Vec<JourneyOutcome> {
-    let mut outcomes = Vec::new();
-    for (email, marker, task) in tasks {
-        match task.await {
-            Ok(journeys) => outcomes.extend(journeys),
-            Err(e) => {
-                let mut crashed = JourneyOutcome::new(&email, &marker);
-                crashed.failures.push(Failure::new(
-                    FailureClass::Harness("worker_crashed".into()),
-                    format!("the virtual user of {email} crashed and its journeys were lost: {e}"),
-                    None,
-                ));
-                outcomes.push(crashed);
-            }
-        }
+/// Isolation across every user's transcripts: a frame meant for one journey seen by
+/// another fails the journey that saw it.
+fn check_isolation_across(outcomes: &mut [JourneyOutcome]) {
+    let owners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| o.transcripts.iter().map(move |_| i))
+        .collect();
+    let breaches = {
+        let pairs: Vec<_> = outcomes
+            .iter()
+            .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
+            .collect();
+        check_isolation(&pairs)
+    };
+    for (journey, found) in owners.into_iter().zip(breaches) {
+        outcomes[journey].failures.extend(found);
     }
-    outcomes
+}
+
+/// The journeys' metrics, and each failed journey with what it last received.
+fn tally(outcomes: &[JourneyOutcome]) -> (Metrics, Vec<FailedJourney>) {
+    let mut metrics = Metrics::default();
+    let mut failed = Vec::new();
+    for outcome in outcomes {
+        outcome.record(&mut metrics);
+        if outcome.passed() {
+            continue;
+        }
+        let frames: Vec<_> = (outcome.transcripts.iter())
+            .flat_map(|t| t.frames.iter())
+            .collect();
+        failed.push(FailedJourney {
+            email: outcome.identity.email.clone(),
+            failures: outcome.failures.clone(),
+            last_frames: (frames.iter().rev().take(6).rev())
+                .map(|f| (f.at, f.value.clone()))
+                .collect(),
+            close: outcome.transcripts.last().and_then(|t| t.ending()),
+        });
+    }
+    (metrics, failed)
+}
+
+/// The scenario's thresholds (the stability protocol's defaults when it has none) and the
+/// run's own.
+fn thresholds_of(file: &ScenarioFile, options: &RunOptions) -> Vec<Threshold> {
+    let mut thresholds = if file.thresholds.is_empty() {
+        // A scenario that sends no message has no chat to complete, and one that opens no
+        // connection meant to succeed has no connection rate.
+        use crate::scenario::Step;
+        let steps = &file.scenario.steps;
+        let sends = (steps.iter()).any(|step| matches!(step, Step::Send(s) if s.content.is_some()));
+        let connects = (steps.iter())
+            .any(|step| matches!(step, Step::Connect(c) if c.expect_status.is_none()));
+        threshold::defaults()
+            .into_iter()
+            .filter(|t| sends || t.metric != "chat_completion_rate")
+            .filter(|t| connects || t.metric != "ws_connect_success_rate")
+            .collect()
+    } else {
+        file.thresholds.clone()
+    };
+    thresholds.extend(options.thresholds.iter().cloned());
+    thresholds
 }
 
 /// A scenario that could not start, as one failed journey of `class`: `unreachable` (exit 4)
@@ -768,7 +594,7 @@ mod tests {
             }
             Vec::new()
         });
-        let outcomes = gather(vec![
+        let outcomes = load::gather(vec![
             ("a@x.test".into(), "mk-a".into(), healthy),
             ("b@x.test".into(), "mk-b".into(), crashed),
         ])

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::JourneyOutcome;
 use crate::client::{
     ClientFailure, Connection, Session, Target, Transport, connect_with, login_with, send_retrying,
 };
-use crate::journey::JourneyOutcome;
 pub use crate::profile::lookup;
 use crate::profile::{Profile, message_frame};
 use crate::runner::cutoff::{Cut, Cutoff};
@@ -53,7 +53,11 @@ const LEAKED_INTERNALS: &[(&str, &str)] = &[
 fn leaked_internals(text: &str) -> Option<&'static str> {
     static PATTERNS: std::sync::OnceLock<regex::RegexSet> = std::sync::OnceLock::new();
     let set = PATTERNS.get_or_init(|| {
-        regex::RegexSet::new(LEAKED_INTERNALS.iter().map(|(_, p)| p)).expect("valid patterns")
+        // ASCII word boundaries: the names they delimit are ASCII, and a Unicode `\b` keeps
+        // the set off the lazy DFA (several times the instructions of the whole journey).
+        let ascii = |p: &&str| p.replace(r"\b", r"(?-u:\b)");
+        regex::RegexSet::new(LEAKED_INTERNALS.iter().map(|(_, p)| p).map(ascii))
+            .expect("valid patterns")
     });
     let first = set.matches(text).into_iter().next()?;
     Some(LEAKED_INTERNALS[first].0)

@@ -1,26 +1,50 @@
-//! Journeys against the bundled backend: concurrent virtual users pass with metrics and the
-//! default thresholds; a wrong expectation is reported by class.
+//! Single journeys through the executor `run` uses ([`Prepared::journey`], also what the
+//! benches measure): concurrent virtual users pass with metrics and the default thresholds;
+//! a wrong expectation and a wrong password are reported by class.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use apex_harness::journey::{JourneySpec, run};
 use apex_harness::metrics::Metrics;
+use apex_harness::runner::{Prepared, RunOptions};
+use apex_harness::scenario::parse;
 use apex_harness::threshold::{defaults, evaluate};
 use apex_harness::verify::{FailureClass, check_isolation};
 
 use crate::start_backend;
 
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+async fn prepared(yaml: &str, options: &RunOptions) -> Prepared {
+    let file = parse(Path::new("inline.yaml"), yaml).unwrap();
+    Prepared::new(&file, options).await.unwrap()
+}
+
+const GOLDEN: &str = r#"
+name: golden
+steps:
+  - login: {}
+  - connect: { transport: header }
+  - send: { content: "Where am I wasting money on LLM calls?" }
+  - expect:
+      events: [agent_started, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, tool_completed, agent_completed]
+  - expect_response: { min_length: 100 }
+  - disconnect: {}
+"#;
+
 #[tokio::test]
 async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
     let (target, _stop) = start_backend().await;
-    let http = target.http_client().unwrap();
-    let tasks = (1..=20).map(|n| {
-        let (http, target) = (http.clone(), target.clone());
+    let options = RunOptions::new(target, fixtures());
+    let journeys = Arc::new(prepared(GOLDEN, &options).await);
+    let tasks = (0..20).map(|vu| {
+        let journeys = journeys.clone();
         tokio::spawn(async move {
-            let spec = JourneySpec::golden(&format!("vu{n:02}@apex.test"), "correct-horse");
             let mut outcomes = Vec::new();
             for i in 0..3 {
-                outcomes.push(run(&http, &target, &spec, &format!("mk{n:02}i{i}")).await);
+                outcomes.push(journeys.journey(vu, i, None).await);
             }
             outcomes
         })
@@ -52,6 +76,7 @@ async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
         .collect();
     assert!(check_isolation(&pairs).iter().all(Vec::is_empty));
     assert_eq!(metrics.counters["journeys_completed"], 60);
+    assert_eq!(metrics.rates["content_pass_rate"].value(), Some(1.0));
     for threshold in defaults() {
         let verdict = evaluate(&threshold, &metrics, None);
         assert!(verdict.passed, "{threshold}: {:?}", verdict.observed);
@@ -59,14 +84,20 @@ async fn twenty_virtual_users_pass_and_meet_the_default_thresholds() {
 }
 
 #[tokio::test]
-async fn a_missing_or_unexpected_event_is_named() {
+async fn a_missing_event_and_a_wrong_password_are_named() {
     let (target, _stop) = start_backend().await;
-    let http = target.http_client().unwrap();
-    let mut spec = JourneySpec::golden("bob@apex.test", "correct-horse");
-    spec.event_timeout = Duration::from_millis(500);
-    // Expect an event the backend never sends, between two it does.
-    spec.expected_events.insert(1, "agent_planning".into());
-    let outcome = run(&http, &target, &spec, "mk-bob").await;
+    let options = RunOptions::new(target, fixtures());
+    // An event the backend never sends, between two it does.
+    let planning = GOLDEN
+        .replace(
+            "[agent_started, agent_thinking,",
+            "[agent_started, agent_planning, agent_thinking,",
+        )
+        .replace("name: golden", "name: golden\ntarget: { timeout: 500ms }");
+    let outcome = prepared(&planning, &options)
+        .await
+        .journey(0, 0, None)
+        .await;
     let classes: Vec<String> = outcome
         .failures
         .iter()
@@ -79,9 +110,13 @@ async fn a_missing_or_unexpected_event_is_named() {
         outcome.failures
     );
 
-    let mut wrong_password = JourneySpec::golden("bob@apex.test", "nope");
-    wrong_password.connect_timeout = Duration::from_secs(2);
-    let outcome = run(&http, &target, &wrong_password, "mk-bob2").await;
+    let wrong_password = GOLDEN.replace(
+        "name: golden",
+        "name: golden\nusers: [{ email: bob@apex.test, password: nope }]",
+    );
+    let outcome = (prepared(&wrong_password, &options).await)
+        .journey(0, 0, None)
+        .await;
     assert_eq!(outcome.failures[0].class, FailureClass::AuthRejected);
     let mut metrics = Metrics::default();
     outcome.record(&mut metrics);

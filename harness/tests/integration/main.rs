@@ -20,26 +20,21 @@ use std::path::PathBuf;
 use apex_backend::{AppState, Config};
 use apex_harness::client::Target;
 
-/// Starts the bundled backend on a free port; it stops when the sender is dropped.
-pub async fn start_backend() -> (Target, tokio::sync::oneshot::Sender<()>) {
+/// Starts the bundled backend on a free port; it stops when the guard is dropped.
+pub async fn start_backend() -> (Target, apex_backend::InProcess) {
     start_backend_with(|_| {}).await
 }
 
 /// [`start_backend`] with a configuration change.
 pub async fn start_backend_with(
     configure: impl FnOnce(&mut Config),
-) -> (Target, tokio::sync::oneshot::Sender<()>) {
+) -> (Target, apex_backend::InProcess) {
     let mut config = Config::for_tests();
     config.fixtures_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
     configure(&mut config);
     let state = AppState::embedded(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(apex_backend::serve(listener, state, async move {
-        let _ = rx.await;
-    }));
-    (Target::parse(&format!("http://{addr}")).unwrap(), tx)
+    let server = apex_backend::InProcess::serve(state).await.unwrap();
+    (Target::parse(&server.base_url()).unwrap(), server)
 }
 
 /// Runs `apex-harness run ARGS...` through the library; returns the exit code, stdout, stderr.

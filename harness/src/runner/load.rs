@@ -1,0 +1,310 @@
+//! A scenario prepared once and driven under its load: what every journey shares (profile,
+//! users, HTTP client, faults) is set up by [`Prepared::new`], one journey is
+//! [`Prepared::journey`], and [`drive`] runs the virtual users. The benches and the bench gate
+//! run journeys through [`Prepared::journey`] too, so they measure the code `run` runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::steps::{JourneyContext, VuSession, run_journey_with};
+use super::{Fixtures, JourneyOutcome, RunOptions, interpolate};
+use crate::client::Target;
+use crate::fault::{PlaceError, ScenarioFaults};
+use crate::profile::Profile;
+use crate::scenario::{FaultPlace, LoginMode, ScenarioFile};
+use crate::verify::{Failure, FailureClass};
+
+/// Why a scenario did not start.
+#[derive(Debug)]
+pub enum NotStarted {
+    /// It needs what this target does not have (a fault between the backend and its
+    /// services): skipped, neither passed nor failed.
+    Skipped(String),
+    /// It could not start: one failed journey of this class.
+    Unrunnable(FailureClass, String),
+}
+
+/// A scenario ready to run: everything its journeys share.
+pub struct Prepared {
+    file: ScenarioFile,
+    profile: Profile,
+    fixtures: Fixtures,
+    /// (email, password) of each user; virtual user `vu` is `users[vu % len]`.
+    users: Vec<(String, String)>,
+    http: reqwest::Client,
+    timeout: Duration,
+    /// The target as given, and the one journeys through the fault proxy use.
+    target: Target,
+    proxied_target: Target,
+    /// Removed when the last journey is done (this is dropped).
+    faults: Option<ScenarioFaults>,
+    /// Part of every marker: markers differ between scenarios of one run.
+    tag: u32,
+    cutoff: super::Cutoff,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("scenario", &self.file.scenario.name)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// Resolves the scenario's profile and users, builds the HTTP client and places the
+    /// faults.
+    pub async fn new(file: &ScenarioFile, options: &RunOptions) -> Result<Self, NotStarted> {
+        let mut profile = match &options.profile {
+            Some(base) => file.profile_over(base.clone()),
+            None => file.profile.clone(),
+        };
+        profile.target = profile
+            .target
+            .over(&options.target_settings)
+            .interpolated(&interpolate);
+        let fixtures = Fixtures::load(&options.fixtures_dir);
+        let users = fixtures
+            .users_of(&file.scenario.users)
+            .map_err(|e| NotStarted::Unrunnable(FailureClass::Harness("users".into()), e))?;
+        let http = (options.target.http_client())
+            .map_err(|e| NotStarted::Unrunnable(FailureClass::Unreachable, e))?;
+        let (faults, proxied_target) = place_faults(file, options).await?;
+        let tag = (file.path.to_string_lossy().bytes()).fold(0u32, |hash, b| {
+            hash.wrapping_mul(31).wrapping_add(u32::from(b))
+        });
+        Ok(Self {
+            timeout: profile.target.timeout.unwrap_or(Duration::from_secs(10)),
+            file: file.clone(),
+            profile,
+            fixtures,
+            users,
+            http,
+            target: options.target.clone(),
+            proxied_target,
+            faults,
+            tag,
+            cutoff: options.cutoff.clone(),
+        })
+    }
+
+    /// The (email, password) virtual user `vu` logs in with.
+    pub fn user(&self, vu: u32) -> &(String, String) {
+        &self.users[vu as usize % self.users.len()]
+    }
+
+    /// The marker of a journey: unique in the run, carried in its message.
+    pub fn marker(&self, vu: u32, iteration: u32) -> String {
+        format!("mk{:08x}v{vu}i{iteration}", self.tag)
+    }
+
+    /// One journey of virtual user `vu`, judged on its own connections (isolation across
+    /// journeys is checked over all of them, [`super::judge`]).
+    pub async fn journey(
+        &self,
+        vu: u32,
+        iteration: u32,
+        session: Option<&mut VuSession>,
+    ) -> JourneyOutcome {
+        let (email, password) = self.user(vu);
+        // A virtual user bypasses the fault proxy when every target fault names other VUs.
+        let through_proxy = (self.file.scenario.faults.iter())
+            .filter(|f| f.between == FaultPlace::Target)
+            .any(|f| f.vus.is_empty() || f.vus.contains(&vu));
+        let ctx = JourneyContext {
+            http: &self.http,
+            target: if through_proxy {
+                &self.proxied_target
+            } else {
+                &self.target
+            },
+            profile: &self.profile,
+            timeout: self.timeout,
+            truth: self.fixtures.truths.get(&email.to_lowercase()),
+            faults: self.faults.as_ref(),
+            cutoff: &self.cutoff,
+        };
+        let marker = self.marker(vu, iteration);
+        run_journey_with(
+            &ctx,
+            &self.file.scenario.steps,
+            email,
+            password,
+            &marker,
+            session,
+        )
+        .await
+    }
+}
+
+/// The scenario's faults placed, and the target journeys through them use.
+async fn place_faults(
+    file: &ScenarioFile,
+    options: &RunOptions,
+) -> Result<(Option<ScenarioFaults>, Target), NotStarted> {
+    if file.scenario.faults.is_empty() {
+        return Ok((None, options.target.clone()));
+    }
+    match ScenarioFaults::start(
+        &file.scenario.faults,
+        &options.target,
+        options.dependencies.as_ref(),
+    )
+    .await
+    {
+        Ok((faults, target)) => Ok((Some(faults), target)),
+        Err(PlaceError::NeedsServices(reason)) => Err(NotStarted::Skipped(reason)),
+        Err(PlaceError::Failed(e)) => Err(NotStarted::Unrunnable(
+            FailureClass::Unreachable,
+            format!("faults: {e}"),
+        )),
+    }
+}
+
+/// How many journeys each virtual user runs, and until when.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    vus: u32,
+    per_vu: u32,
+    until: Option<Instant>,
+    /// Time between journey starts across all users (`arrival_rate`).
+    pace: Option<Duration>,
+    ramp_up: Duration,
+    /// Journeys in all, when known (for the progress bar).
+    total: Option<u64>,
+}
+
+impl Schedule {
+    fn of(file: &ScenarioFile, options: &RunOptions) -> Self {
+        let load = &file.scenario.load;
+        let vus = options.vus.unwrap_or(load.vus).max(1);
+        let iterations = options.iterations.or(load.iterations);
+        let until = match (iterations, load.duration) {
+            (None, Some(duration)) => Some(Instant::now() + duration),
+            _ => None,
+        };
+        Self {
+            vus,
+            per_vu: iterations.unwrap_or(if until.is_some() { u32::MAX } else { 1 }),
+            until,
+            pace: (load.arrival_rate.filter(|r| *r > 0.0))
+                .map(|r| Duration::from_secs_f64(1.0 / r)),
+            ramp_up: load.ramp_up.unwrap_or_default(),
+            total: match (iterations, until) {
+                (Some(n), _) => Some(u64::from(n) * u64::from(vus)),
+                (None, Some(_)) => None,
+                (None, None) => Some(u64::from(vus)),
+            },
+        }
+    }
+}
+
+/// A progress bar on stderr when asked for (it draws only on a terminal, so CI logs stay
+/// clean), hidden otherwise.
+fn progress_bar(name: &str, total: Option<u64>, shown: bool) -> indicatif::ProgressBar {
+    if !shown {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+/// Runs the virtual users of a prepared scenario under its load; every journey's outcome,
+/// those cut short by `--fail-fast` included.
+pub async fn drive(prepared: Prepared, options: &RunOptions) -> Vec<JourneyOutcome> {
+    let schedule = Schedule::of(&prepared.file, options);
+    let prepared = Arc::new(prepared);
+    let bar = progress_bar(
+        &prepared.file.scenario.name,
+        schedule.total,
+        options.progress,
+    );
+    let ticker = Arc::new(tokio::sync::Mutex::new(
+        schedule.pace.map(tokio::time::interval),
+    ));
+    let failed_so_far = Arc::new(AtomicU64::new(0));
+    let once_per_vu = prepared.file.scenario.load.login == LoginMode::OncePerVu;
+    let tasks = (0..schedule.vus).map(|vu| {
+        let (prepared, ticker, bar, failed_so_far) = (
+            prepared.clone(),
+            ticker.clone(),
+            bar.clone(),
+            failed_so_far.clone(),
+        );
+        let delay = schedule
+            .ramp_up
+            .mul_f64(f64::from(vu) / f64::from(schedule.vus));
+        let email = prepared.user(vu).0.clone();
+        let marker = prepared.marker(vu, 0);
+        let task = tokio::spawn(async move {
+            let cutoff = &prepared.cutoff;
+            let mut session = once_per_vu.then(VuSession::default);
+            let mut outcomes = Vec::new();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = cutoff.wait() => return outcomes,
+            }
+            for iteration in 0..schedule.per_vu {
+                if schedule.until.is_some_and(|u| Instant::now() >= u) || cutoff.reached().is_some()
+                {
+                    break;
+                }
+                if let Some(interval) = ticker.lock().await.as_mut() {
+                    tokio::select! {
+                        _ = interval.tick() => {}
+                        _ = cutoff.wait() => break,
+                    }
+                }
+                let outcome = prepared.journey(vu, iteration, session.as_mut()).await;
+                if !outcome.passed() && !outcome.cut_short {
+                    cutoff.journey_failed();
+                    let failed = failed_so_far.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar.set_message(format!("{failed} failed"));
+                }
+                bar.inc(1);
+                outcomes.push(outcome);
+            }
+            outcomes
+        });
+        (email, marker, task)
+    });
+    let outcomes = gather(tasks.collect()).await;
+    bar.finish_and_clear();
+    outcomes
+}
+
+/// Every virtual user's journeys. A virtual user whose task panicked (or was cancelled)
+/// lost its journeys: it counts as one failed journey, `harness_error:worker_crashed`, never
+/// as nothing.
+pub(super) async fn gather(
+    tasks: Vec<(String, String, tokio::task::JoinHandle<Vec<JourneyOutcome>>)>,
+) -> Vec<JourneyOutcome> {
+    let mut outcomes = Vec::new();
+    for (email, marker, task) in tasks {
+        match task.await {
+            Ok(journeys) => outcomes.extend(journeys),
+            Err(e) => {
+                let mut crashed = JourneyOutcome::new(&email, &marker);
+                crashed.failures.push(Failure::new(
+                    FailureClass::Harness("worker_crashed".into()),
+                    format!("the virtual user of {email} crashed and its journeys were lost: {e}"),
+                    None,
+                ));
+                outcomes.push(crashed);
+            }
+        }
+    }
+    outcomes
+}

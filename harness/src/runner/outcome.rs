@@ -1,0 +1,142 @@
+//! What one journey did: its identity, transcripts, failures, timings and answer, and how it
+//! counts towards a scenario's metrics.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::metrics::Metrics;
+use crate::verify::{Failure, FailureClass, Identity, Transcript};
+
+/// How long each phase took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    pub login: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub first_event: Option<Duration>,
+    pub agent_completed: Option<Duration>,
+    pub total: Duration,
+}
+
+/// What happened in one journey.
+#[derive(Debug, Clone)]
+pub struct JourneyOutcome {
+    pub identity: Identity,
+    /// One per connection the journey opened, in order.
+    pub transcripts: Vec<Transcript>,
+    pub failures: Vec<Failure>,
+    pub timings: Timings,
+    /// `agent_completed.payload` of the journey's run, when it arrived.
+    pub answer: Option<Value>,
+    /// Each expected event and when it arrived (since the journey started), `None` if it
+    /// never did.
+    pub events: Vec<(String, Option<Duration>)>,
+    /// Stopped by `--fail-fast` after another journey failed: neither passed nor failed.
+    pub cut_short: bool,
+    /// The journey checks its answer's content (`expect_response`): only such journeys count
+    /// towards `content_pass_rate`.
+    pub content_checked: bool,
+    /// The journey sends a chat message (so it counts towards `chat_completion_rate`); true
+    /// unless its steps send none.
+    pub chats: bool,
+    /// The journey reused its virtual user's session instead of logging in
+    /// (`load.login: once_per_vu`).
+    pub session_reused: bool,
+}
+
+impl JourneyOutcome {
+    /// A journey of `email` that has not started yet; `marker` is unique to it.
+    pub fn new(email: &str, marker: &str) -> Self {
+        Self {
+            identity: Identity {
+                user_id: None,
+                email: email.to_owned(),
+                marker: marker.to_owned(),
+                runs: Vec::new(),
+            },
+            transcripts: Vec::new(),
+            failures: Vec::new(),
+            timings: Timings::default(),
+            answer: None,
+            events: Vec::new(),
+            cut_short: false,
+            content_checked: false,
+            chats: true,
+            session_reused: false,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Adds this journey to a run's metrics.
+    pub fn record(&self, metrics: &mut Metrics) {
+        metrics.count("journeys_started", 1);
+        metrics.count(
+            if self.passed() {
+                "journeys_completed"
+            } else {
+                "journeys_failed"
+            },
+            1,
+        );
+        if self.chats {
+            metrics.rate(
+                "chat_completion_rate",
+                self.timings.agent_completed.is_some(),
+            );
+        }
+        metrics.rate("error_rate", !self.passed());
+        if self.timings.login.is_some() || self.session_reused {
+            metrics.rate("ws_connect_success_rate", self.timings.connect.is_some());
+        }
+        let trends = [
+            ("login_duration", self.timings.login),
+            ("connect_duration", self.timings.connect),
+            ("first_event_duration", self.timings.first_event),
+            ("agent_completed_duration", self.timings.agent_completed),
+        ];
+        for (name, value) in trends {
+            if let Some(value) = value {
+                metrics.record(name, value);
+            }
+        }
+        if self.passed() {
+            metrics.record("journey_duration", self.timings.total);
+        }
+        for (kind, at) in &self.events {
+            metrics.rate(&format!("event_delivery_rate:{kind}"), at.is_some());
+            if let Some(at) = at {
+                metrics.record(&format!("event_duration:{kind}"), *at);
+            }
+        }
+        for failure in &self.failures {
+            metrics.count(&format!("failures:{}", failure.class), 1);
+        }
+        let bytes: u64 = self.transcripts.iter().map(|t| t.bytes_received).sum();
+        metrics.count("bytes_received", bytes);
+        if let Some(answer) = &self.answer {
+            // Quality: the answer's substance passed its content checks. Journeys that check
+            // nothing would dilute a drop where answers are checked, so they do not count.
+            if self.content_checked {
+                let wrong = self
+                    .failures
+                    .iter()
+                    .any(|f| f.class == FailureClass::ContentMismatch);
+                metrics.rate("content_pass_rate", !wrong);
+            }
+            // Cost as the backend reports it (`payload.usage`, protocol §4.3).
+            let usage = &answer["usage"];
+            if let Some(ms) = usage["compute_ms"].as_f64().filter(|ms| *ms >= 0.0) {
+                metrics.record(
+                    "backend_compute_duration",
+                    Duration::from_secs_f64(ms / 1000.0),
+                );
+            }
+            if let Some(tokens) = usage["llm_tokens"].as_u64() {
+                metrics.count("llm_tokens", tokens);
+            }
+        }
+    }
+}
