@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use crate::client::Target;
 use crate::profile::Profile;
-use crate::runner::{RunOptions, RunReport};
+use crate::report::RunReport;
+use crate::runner::RunOptions;
 use crate::scenario::{ScenarioFile, load};
 use crate::threshold::parse_spec;
 

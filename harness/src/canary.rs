@@ -18,7 +18,8 @@ use std::fmt::Write as _;
 
 use crate::client::Target;
 use crate::compare::{Baseline, Comparison, MIN_ROUNDS, RunSummary, Tolerance, compare_rounds};
-use crate::runner::{RunOptions, RunReport, run_scenario};
+use crate::report::RunReport;
+use crate::runner::{RunOptions, run_scenario};
 use crate::scenario::ScenarioFile;
 use crate::threshold::{Aggregate, observe};
 

@@ -514,9 +514,9 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         // Each scenario's lines as it finishes, flushed, so a piped log shows progress.
         let secrets = crate::runner::secrets(&scenarios);
         let verbose = args.verbose;
-        let mut finished = |scenario: &crate::runner::ScenarioReport| {
+        let mut finished = |scenario: &crate::report::ScenarioReport| {
             let block = crate::report::scenario_block(scenario, verbose);
-            let _ = write!(out, "{}", crate::runner::redact(&secrets, &block));
+            let _ = write!(out, "{}", crate::report::model::redact(&secrets, &block));
             let _ = out.flush();
         };
         let report = crate::runner::run_reporting(&scenarios, &options, &mut finished).await;

@@ -37,7 +37,7 @@ pub struct RunSummary {
 
 impl RunSummary {
     /// The totals of a run that just finished.
-    pub fn from_report(report: &crate::runner::RunReport) -> Self {
+    pub fn from_report(report: &crate::report::RunReport) -> Self {
         Self {
             journeys: report.scenarios.iter().map(|s| s.journeys).sum(),
             duration_s: report
@@ -84,7 +84,7 @@ impl Baseline {
     }
 
     /// A run that just finished, as a report of it would read.
-    pub fn from_report(report: &crate::runner::RunReport) -> Self {
+    pub fn from_report(report: &crate::report::RunReport) -> Self {
         let mut scenarios: BTreeMap<String, RunSummary> = BTreeMap::new();
         for s in &report.scenarios {
             // Two files may share a name: their journeys count together, as in the totals.
@@ -1377,8 +1377,8 @@ mod tests {
     #[test]
     fn a_report_round_trips_through_its_json() {
         let summary = run(200, 40, 5, 190, 4.0);
-        let report = crate::runner::RunReport {
-            scenarios: vec![crate::runner::ScenarioReport {
+        let report = crate::report::RunReport {
+            scenarios: vec![crate::report::ScenarioReport {
                 name: "s".into(),
                 path: "s.yaml".into(),
                 journeys: summary.journeys,
