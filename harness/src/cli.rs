@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::exit_codes;
-use crate::scenario::{ScenarioFile, discover, load};
+use crate::scenario::{ScenarioError, ScenarioFile, discover, load};
 
 /// Golden-path verification for WebSocket + AI-agent chat products.
 #[derive(Debug, Parser)]
@@ -190,9 +190,9 @@ pub struct RunArgs {
     pub max_duration: Option<std::time::Duration>,
 }
 
-fn max_duration(text: &str) -> Result<std::time::Duration, String> {
+fn max_duration(text: &str) -> Result<std::time::Duration, ScenarioError> {
     match crate::scenario::parse_duration(text)? {
-        d if d.is_zero() => Err("must be longer than zero".into()),
+        d if d.is_zero() => Err(ScenarioError::ZeroDuration),
         d => Ok(d),
     }
 }
@@ -253,12 +253,12 @@ struct Prepared {
 
 /// `--target-setting KEY=VALUE`s as target settings: each dotted key becomes a nested map,
 /// each value is read as YAML (`false`, `{"type":"chat"}`) or taken as text.
-pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSettings, String> {
+pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSettings, ScenarioError> {
     let mut root = serde_json::Map::new();
     for spec in specs {
         let (key, value) = spec
             .split_once('=')
-            .ok_or_else(|| format!("--target-setting '{spec}': expected KEY=VALUE"))?;
+            .ok_or_else(|| ScenarioError::SettingNotKeyValue { spec: spec.clone() })?;
         let value = serde_saphyr::from_str::<serde_json::Value>(value)
             .ok()
             .filter(|v| !v.is_null())
@@ -270,12 +270,14 @@ pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSetting
                 .entry(part.to_string())
                 .or_insert_with(|| serde_json::json!({}))
                 .as_object_mut()
-                .ok_or_else(|| format!("--target-setting '{spec}': `{part}` is not a section"))?;
+                .ok_or_else(|| ScenarioError::SettingNotSection {
+                    spec: spec.clone(),
+                    part: (*part).to_owned(),
+                })?;
         }
         map.insert(parts[parts.len() - 1].to_owned(), value);
     }
-    serde_json::from_value(serde_json::Value::Object(root))
-        .map_err(|e| format!("--target-setting: {e} (docs/scenarios.md lists the settings)"))
+    serde_json::from_value(serde_json::Value::Object(root)).map_err(ScenarioError::InvalidSettings)
 }
 
 /// A `--profile`: a built-in name or a profile file.
@@ -470,9 +472,13 @@ async fn resolve_target(
 
 fn write_file(path: &Option<PathBuf>, content: &str, err: &mut impl Write) {
     if let Some(path) = path
-        && let Err(e) = std::fs::write(path, content)
+        && let Err(error) = std::fs::write(path, content)
     {
-        let _ = writeln!(err, "error: cannot write {}: {e}", path.display());
+        let error = crate::report::ReportError::Write {
+            path: path.clone(),
+            error,
+        };
+        let _ = writeln!(err, "error: {error}");
     }
 }
 

@@ -42,6 +42,46 @@ fn refused(class: FailureClass, message: String, status: u16) -> ClientFailure {
     }
 }
 
+/// Why a target cannot be used: its URL, its CA file, or the HTTP client for it. These stop
+/// a run before any journey (bad usage, or a scenario that cannot start), unlike a
+/// [`ClientFailure`], which is one journey's classified failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{url}: unsupported scheme `{scheme}`")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error(
+        "{url}: a query on an http(s) target means nothing; for the WebSocket's query use a \
+         ws(s):// URL or `--target-setting ws.query=…`"
+    )]
+    QueryOnHttp { url: String },
+    #[error("{url}: no host")]
+    NoHost { url: String },
+    #[error("CA certificate refused: {0}")]
+    CaRefused(rustls::Error),
+    /// The CA file cannot be read, or is not PEM.
+    #[error("{}: {error}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: no certificate in it", path.display())]
+    NoCertificate { path: std::path::PathBuf },
+    #[error("fault proxy {addr}: {error}")]
+    FaultProxy {
+        addr: std::net::SocketAddr,
+        error: reqwest::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
+/// For callers that still report errors as text (the bundled backend's start).
+impl From<ClientError> for String {
+    fn from(error: ClientError) -> Self {
+        error.to_string()
+    }
+}
+
 /// Where the backend is: `http://host:port`, `https://host`, `ws://…` or `wss://…`.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
@@ -71,14 +111,12 @@ pub fn install_crypto_provider() {
 
 fn tls_config(
     extra_roots: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<Arc<rustls::ClientConfig>, String> {
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_roots {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("CA certificate refused: {e}"))?;
+        roots.add(cert.clone()).map_err(ClientError::CaRefused)?;
     }
     Ok(Arc::new(
         rustls::ClientConfig::builder()
@@ -91,13 +129,18 @@ impl Target {
     /// Parses `http(s)://host[:port][/prefix]`, `ws(s)://host[:port][/path[?query]]` or
     /// `host:port`. An http(s) path is a prefix for every route; a ws(s) path (and query) is
     /// the WebSocket to open. Neither is dropped.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, ClientError> {
         let (tls, websocket, rest) = match url.split_once("://") {
             Some(("http", rest)) => (false, false, rest),
             Some(("ws", rest)) => (false, true, rest),
             Some(("https", rest)) => (true, false, rest),
             Some(("wss", rest)) => (true, true, rest),
-            Some((scheme, _)) => return Err(format!("{url}: unsupported scheme `{scheme}`")),
+            Some((scheme, _)) => {
+                return Err(ClientError::UnsupportedScheme {
+                    url: url.to_owned(),
+                    scheme: scheme.to_owned(),
+                });
+            }
             None => (false, false, url),
         };
         let (authority, path) = match rest.find(['/', '?']) {
@@ -113,15 +156,16 @@ impl Target {
             (_, "" | "/") => (String::new(), None),
             (true, _) => (String::new(), Some(path.clone())),
             (false, _) if path.contains('?') => {
-                return Err(format!(
-                    "{url}: a query on an http(s) target means nothing; for the WebSocket's \
-                     query use a ws(s):// URL or `--target-setting ws.query=…`"
-                ));
+                return Err(ClientError::QueryOnHttp {
+                    url: url.to_owned(),
+                });
             }
             (false, _) => (path.trim_end_matches('/').to_owned(), None),
         };
         if authority.is_empty() {
-            return Err(format!("{url}: no host"));
+            return Err(ClientError::NoHost {
+                url: url.to_owned(),
+            });
         }
         let authority = if authority.contains(':') {
             authority.to_owned()
@@ -139,13 +183,19 @@ impl Target {
     }
 
     /// Also trusts the CA certificates in a PEM file (a staging environment's private CA).
-    pub fn trust_ca(mut self, pem_file: &std::path::Path) -> Result<Self, String> {
-        let pem = std::fs::read(pem_file).map_err(|e| format!("{}: {e}", pem_file.display()))?;
+    pub fn trust_ca(mut self, pem_file: &std::path::Path) -> Result<Self, ClientError> {
+        let unreadable = |error| ClientError::CaFile {
+            path: pem_file.to_owned(),
+            error,
+        };
+        let pem = std::fs::read(pem_file).map_err(unreadable)?;
         let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", pem_file.display()))?;
+            .map_err(unreadable)?;
         if certs.is_empty() {
-            return Err(format!("{}: no certificate in it", pem_file.display()));
+            return Err(ClientError::NoCertificate {
+                path: pem_file.to_owned(),
+            });
         }
         if self.tls.is_some() {
             self.tls = Some(tls_config(&certs)?);
@@ -178,7 +228,7 @@ impl Target {
     /// An HTTP client for this target (its TLS settings and fault-proxy routing included).
     /// A client that cannot be built is an error: a default client would silently drop the
     /// custom CA and the proxy.
-    pub fn http_client(&self) -> Result<reqwest::Client, String> {
+    pub fn http_client(&self) -> Result<reqwest::Client, ClientError> {
         install_crypto_provider();
         let builder = reqwest::Client::builder();
         let builder = match &self.tls {
@@ -188,7 +238,7 @@ impl Target {
         let builder = match self.connect_to {
             Some(addr) => builder.proxy(
                 reqwest::Proxy::all(format!("http://{addr}"))
-                    .map_err(|e| format!("fault proxy {addr}: {e}"))?,
+                    .map_err(|error| ClientError::FaultProxy { addr, error })?,
             ),
             None => builder,
         };
@@ -196,10 +246,8 @@ impl Target {
     }
 }
 
-fn build_http_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
-    builder
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+fn build_http_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ClientError> {
+    builder.build().map_err(ClientError::HttpClient)
 }
 
 /// Sends a request; when it failed before any answer arrived (a pooled keep-alive connection
@@ -668,7 +716,13 @@ mod tests {
         // A TLS backend reqwest does not know: the build fails, and so must we.
         let broken = reqwest::Client::builder().tls_backend_preconfigured(42_u8);
         let error = build_http_client(broken).unwrap_err();
-        assert!(error.contains("cannot build the HTTP client"), "{error}");
+        assert!(matches!(error, ClientError::HttpClient(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot build the HTTP client: "),
+            "{error}"
+        );
         assert!(
             Target::parse("http://127.0.0.1:1")
                 .unwrap()
@@ -700,7 +754,10 @@ mod tests {
             "https://host:443/staging/auth/login"
         );
         assert_eq!(staged.ws("/ws", ""), "wss://host:443/staging/ws");
-        assert!(Target::parse("http://host/x?y=1").is_err());
+        assert!(matches!(
+            Target::parse("http://host/x?y=1"),
+            Err(ClientError::QueryOnHttp { .. })
+        ));
         assert_eq!(
             Target::parse("example.test").unwrap().authority,
             "example.test:80"
@@ -708,6 +765,9 @@ mod tests {
         let tls = Target::parse("wss://staging.example.test").unwrap();
         assert_eq!(tls.authority, "staging.example.test:443");
         assert_eq!(tls.http("/ready"), "https://staging.example.test:443/ready");
-        assert!(Target::parse("ftp://x").is_err());
+        assert!(matches!(
+            Target::parse("ftp://x"),
+            Err(ClientError::UnsupportedScheme { .. })
+        ));
     }
 }

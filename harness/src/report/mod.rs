@@ -2,6 +2,7 @@
 //! document (`--json PATH`, schema in docs/scenarios.md), JUnit XML and Markdown, all
 //! rendered from the run's data in [`model`].
 
+mod error;
 pub mod model;
 
 use std::fmt::Write as _;
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
 use crate::threshold::Verdict;
+pub use error::ReportError;
 pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped};
 
 /// Version of the JSON report's shape.

@@ -3,6 +3,7 @@
 //! thresholds make the verdict.
 
 mod cutoff;
+mod error;
 mod steps;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ use crate::verify::{Failure, FailureClass, check_isolation};
 
 pub use crate::report::model::{FailedJourney, RunReport, ScenarioReport, redact};
 pub use cutoff::{Cut, Cutoff};
+pub use error::RunError;
 pub use steps::{JourneyContext, VuSession, lookup, run_journey, run_journey_with};
 
 /// What to run against and how, beyond the files.
@@ -125,16 +127,16 @@ impl Fixtures {
 
     /// The scenario's users as (email, password): pools are the fixture users of that pool;
     /// a user without a password takes its fixture user's; no users at all is the `vu` pool.
-    fn users_of(&self, specs: &[UserSpec]) -> Result<Vec<(String, String)>, String> {
-        let pool = |name: &str| -> Result<Vec<(String, String)>, String> {
+    fn users_of(&self, specs: &[UserSpec]) -> Result<Vec<(String, String)>, RunError> {
+        let pool = |name: &str| -> Result<Vec<(String, String)>, RunError> {
             let members: Vec<_> = (self.users.iter())
                 .filter(|u| u.pool.as_deref() == Some(name))
                 .map(|u| (u.email.clone(), u.password.clone()))
                 .collect();
             if members.is_empty() {
-                Err(format!(
-                    "no fixture user is in the pool `{name}` (users.yaml under --fixtures)"
-                ))
+                Err(RunError::NoPoolMember {
+                    pool: name.to_owned(),
+                })
             } else {
                 Ok(members)
             }
@@ -150,8 +152,8 @@ impl Fixtures {
                     None => (self.users.iter())
                         .find(|u| u.email.eq_ignore_ascii_case(&email))
                         .map(|u| u.password.clone())
-                        .ok_or_else(|| {
-                            format!("{email} has no `password` and is not a fixture user")
+                        .ok_or_else(|| RunError::NoPassword {
+                            email: email.clone(),
                         })?,
                 };
                 users.push((email, password));

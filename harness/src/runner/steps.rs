@@ -12,6 +12,7 @@ use crate::client::{
 use crate::journey::JourneyOutcome;
 pub use crate::profile::lookup;
 use crate::profile::{Profile, message_frame};
+use crate::runner::RunError;
 use crate::runner::cutoff::{Cut, Cutoff};
 use crate::scenario::{
     CloseStep, ConnectStep, EventExpectation, ExpectStep, HttpStep, LoginStep, ResponseStep,
@@ -991,7 +992,7 @@ impl Journey<'_> {
 }
 
 /// Checks `metric` in a Prometheus text exposition against `bound` (`< 5e8`, `>= 1`).
-fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), String> {
+fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), RunError> {
     let value: f64 = exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -999,15 +1000,20 @@ fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), Strin
             let (name, value) = l.rsplit_once(' ')?;
             (name == metric).then(|| value.parse().ok()).flatten()
         })
-        .ok_or_else(|| format!("no metric `{metric}`"))?;
+        .ok_or_else(|| RunError::NoMetric {
+            metric: metric.to_owned(),
+        })?;
     let bound = bound.trim();
     let (op, number) = ["<=", ">=", "<", ">", "=="]
         .iter()
         .find_map(|op| bound.strip_prefix(op).map(|n| (*op, n.trim())))
-        .ok_or_else(|| format!("bound `{bound}` must start with < <= > >= or =="))?;
-    let limit: f64 = number
-        .parse()
-        .map_err(|_| format!("bound `{bound}`: `{number}` is not a number"))?;
+        .ok_or_else(|| RunError::BoundWithoutOperator {
+            bound: bound.to_owned(),
+        })?;
+    let limit: f64 = number.parse().map_err(|_| RunError::BoundNotANumber {
+        bound: bound.to_owned(),
+        number: number.to_owned(),
+    })?;
     let holds = match op {
         "<=" => value <= limit,
         ">=" => value >= limit,
@@ -1018,7 +1024,12 @@ fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), Strin
     if holds {
         Ok(())
     } else {
-        Err(format!("`{metric}` is {value}, expected {op} {limit}"))
+        Err(RunError::MetricOutOfBound {
+            metric: metric.to_owned(),
+            value,
+            op,
+            limit,
+        })
     }
 }
 
@@ -1063,7 +1074,7 @@ fn check_fields(expectation: &EventExpectation, frame: &Value) -> Result<(), Fai
 
 #[cfg(test)]
 mod tests {
-    use super::{check_metric, leaked_internals};
+    use super::{RunError, check_metric, leaked_internals};
 
     #[test]
     fn leaks_of_five_languages_are_recognised_and_plain_answers_are_not() {
@@ -1105,7 +1116,14 @@ mod tests {
                     apex_ws_connections_closed_total{code=\"1000\"} 3\n";
         assert!(check_metric(text, "process_resident_memory_bytes", "< 1e9").is_ok());
         let over = check_metric(text, "process_resident_memory_bytes", "<= 1000").unwrap_err();
-        assert!(over.contains("is 52428800"), "{over}");
+        assert!(
+            matches!(over, RunError::MetricOutOfBound { value, .. } if value == 52428800.0),
+            "{over}"
+        );
+        assert_eq!(
+            over.to_string(),
+            "`process_resident_memory_bytes` is 52428800, expected <= 1000"
+        );
         assert!(
             check_metric(
                 text,
@@ -1114,11 +1132,13 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(
-            check_metric(text, "missing", "< 1")
-                .unwrap_err()
-                .contains("no metric")
-        );
-        assert!(check_metric(text, "process_resident_memory_bytes", "about 5").is_err());
+        assert!(matches!(
+            check_metric(text, "missing", "< 1"),
+            Err(RunError::NoMetric { .. })
+        ));
+        assert!(matches!(
+            check_metric(text, "process_resident_memory_bytes", "about 5"),
+            Err(RunError::BoundWithoutOperator { .. })
+        ));
     }
 }

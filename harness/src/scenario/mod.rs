@@ -2,6 +2,7 @@
 //! is reported as `path:line:col`, the line with a caret, and one line on how to fix it.
 //! Parsing does no I/O beyond reading the file and never touches the network.
 
+mod error;
 pub(crate) mod model;
 
 use std::fmt;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
+pub use error::ScenarioError;
 pub use model::*;
 
 use crate::profile::Profile;
