@@ -491,86 +491,8 @@ pub async fn connect_with(
         .ws(settings.ws_path(), &query.join("&"))
         .into_client_request()
         .map_err(|e| failure(FailureClass::HandshakeFailed, e.to_string()))?;
-    let header = |value: String| {
-        HeaderValue::from_str(&value).map_err(|_| {
-            failure(
-                FailureClass::HandshakeFailed,
-                "token is not a valid header value",
-            )
-        })
-    };
-    let headers = request.headers_mut();
-    match transport {
-        Transport::Header => {
-            headers.insert("authorization", header(format!("Bearer {token}"))?);
-        }
-        Transport::LbPreserved => {
-            headers.insert(
-                "x-original-authorization",
-                header(format!("Bearer {token}"))?,
-            );
-        }
-        Transport::Subprotocol => {
-            headers.insert(
-                "sec-websocket-protocol",
-                header(format!("jwt-auth, jwt.{token}"))?,
-            );
-        }
-        Transport::Ticket | Transport::None => {}
-    }
-    let handshake = async {
-        let tcp = match target.connect_to {
-            Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect(&target.authority).await,
-        };
-        let tcp = tcp.map_err(|e| {
-            failure(
-                FailureClass::Unreachable,
-                format!("cannot reach {}: {e}", target.authority),
-            )
-        })?;
-        // The server writes each event as its own frame; Nagle would hold them back.
-        let _ = tcp.set_nodelay(true);
-        let connector = match &target.tls {
-            Some(config) => Connector::Rustls(config.clone()),
-            None => Connector::Plain,
-        };
-        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
-            .await
-            .map_err(|e| match e {
-                tungstenite::Error::Http(response) => {
-                    let status = response.status();
-                    let body = response
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default();
-                    let class = if matches!(status.as_u16(), 401 | 403) {
-                        FailureClass::AuthRejected
-                    } else {
-                        FailureClass::HandshakeFailed
-                    };
-                    refused(
-                        class,
-                        format!("upgrade refused with {status}: {body}"),
-                        status.as_u16(),
-                    )
-                }
-                tungstenite::Error::Tls(e) => failure(
-                    FailureClass::Unreachable,
-                    format!("TLS handshake failed: {e}"),
-                ),
-                tungstenite::Error::Io(e) => failure(
-                    FailureClass::Unreachable,
-                    format!("the connection failed during the upgrade: {e}"),
-                ),
-                other => failure(
-                    FailureClass::HandshakeFailed,
-                    format!("handshake failed: {other}"),
-                ),
-            })
-    };
-    let (stream, response) = tokio::time::timeout(timeout, handshake)
+    present_credentials(request.headers_mut(), transport, token)?;
+    let (stream, response) = tokio::time::timeout(timeout, upgrade(target, request))
         .await
         .map_err(|_| {
             failure(
@@ -589,6 +511,111 @@ pub async fn connect_with(
         transcript: Transcript::default(),
         protocol,
     })
+}
+
+/// Puts the token where `transport` presents it (a ticket is already in the query).
+fn present_credentials(
+    headers: &mut tungstenite::http::HeaderMap,
+    transport: Transport,
+    token: &str,
+) -> Result<(), ClientFailure> {
+    let header = |value: String| {
+        HeaderValue::from_str(&value).map_err(|_| {
+            failure(
+                FailureClass::HandshakeFailed,
+                "token is not a valid header value",
+            )
+        })
+    };
+    match transport {
+        Transport::Header => {
+            headers.insert("authorization", header(format!("Bearer {token}"))?);
+        }
+        Transport::LbPreserved => {
+            headers.insert(
+                "x-original-authorization",
+                header(format!("Bearer {token}"))?,
+            );
+        }
+        Transport::Subprotocol => {
+            headers.insert(
+                "sec-websocket-protocol",
+                header(format!("jwt-auth, jwt.{token}"))?,
+            );
+        }
+        Transport::Ticket | Transport::None => {}
+    }
+    Ok(())
+}
+
+/// The WebSocket upgrade: TCP (to the fault proxy when there is one), TLS for `wss`, then
+/// the HTTP upgrade, each failure classified.
+async fn upgrade(
+    target: &Target,
+    request: tungstenite::handshake::client::Request,
+) -> Result<
+    (
+        WebSocketStream<MaybeTlsStream<TcpStream>>,
+        tungstenite::handshake::client::Response,
+    ),
+    ClientFailure,
+> {
+    let tcp = match target.connect_to {
+        Some(addr) => TcpStream::connect(addr).await,
+        None => TcpStream::connect(&target.authority).await,
+    };
+    let tcp = tcp.map_err(|e| {
+        failure(
+            FailureClass::Unreachable,
+            format!("cannot reach {}: {e}", target.authority),
+        )
+    })?;
+    // The server writes each event as its own frame; Nagle would hold them back.
+    let _ = tcp.set_nodelay(true);
+    let connector = match &target.tls {
+        Some(config) => Connector::Rustls(config.clone()),
+        None => Connector::Plain,
+    };
+    tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
+        .await
+        .map_err(upgrade_failure)
+}
+
+/// A failed upgrade, classified: a 401/403 answer is `auth_rejected`, another answer
+/// `handshake_failed`; TLS and I/O failures mean the server could not be reached.
+fn upgrade_failure(error: tungstenite::Error) -> ClientFailure {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let class = if matches!(status.as_u16(), 401 | 403) {
+                FailureClass::AuthRejected
+            } else {
+                FailureClass::HandshakeFailed
+            };
+            refused(
+                class,
+                format!("upgrade refused with {status}: {body}"),
+                status.as_u16(),
+            )
+        }
+        tungstenite::Error::Tls(e) => failure(
+            FailureClass::Unreachable,
+            format!("TLS handshake failed: {e}"),
+        ),
+        tungstenite::Error::Io(e) => failure(
+            FailureClass::Unreachable,
+            format!("the connection failed during the upgrade: {e}"),
+        ),
+        other => failure(
+            FailureClass::HandshakeFailed,
+            format!("handshake failed: {other}"),
+        ),
+    }
 }
 
 impl Connection {
