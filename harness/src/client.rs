@@ -1,7 +1,9 @@
 //! The client side of a journey: login over HTTP, a WebSocket connection by any transport,
 //! and every received frame recorded in a [`Transcript`]. Failures come back classified
 //! (`auth_rejected`, `handshake_failed`, `timeout`, `ws_1011`, `connection_lost`), never as
-//! a bare "error". `http://`/`ws://` and, with rustls, `https://`/`wss://` targets.
+//! a bare "error". `http://`/`ws://` and, with rustls, `https://`/`wss://` targets. A target
+//! that cannot be used at all (its URL, its CA file, its HTTP client) is a [`ClientError`]
+//! instead: no journey starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

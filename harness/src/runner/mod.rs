@@ -1,6 +1,7 @@
 //! Runs scenario files: virtual users execute the steps under the scenario's load, every
 //! journey is judged, isolation is checked across all users' transcripts, metrics and
-//! thresholds make the verdict.
+//! thresholds make the verdict. What a run produced is [`crate::report::model`]'s data; what
+//! keeps a scenario or the builder from starting is a [`RunError`].
 
 mod cutoff;
 mod error;
