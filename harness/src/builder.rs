@@ -1,7 +1,7 @@
 //! The runner from Rust tests: a small builder over scenario files and run options.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), String> {
+//! # async fn example() -> Result<(), apex_harness::runner::RunError> {
 //! let report = apex_harness::builder::Harness::bundled()
 //!     .scenario("scenarios/golden_path.yaml")?
 //!     .vus(5)
@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use crate::client::Target;
 use crate::profile::Profile;
-use crate::runner::{RunOptions, RunReport};
-use crate::scenario::{ScenarioFile, load};
+use crate::report::RunReport;
+use crate::runner::{RunError, RunOptions};
+use crate::scenario::{ScenarioError, ScenarioFile, load};
 use crate::threshold::parse_spec;
 
 /// Where the journeys go.
@@ -53,18 +54,13 @@ impl Harness {
     }
 
     /// Against a running server (`http://host:port`).
-    pub fn against(url: &str) -> Result<Self, String> {
+    pub fn against(url: &str) -> Result<Self, RunError> {
         Ok(Self::new(Destination::Url(Target::parse(url)?)))
     }
 
     /// Adds a scenario file; its diagnostics, rendered, on error.
-    pub fn scenario(mut self, path: impl AsRef<Path>) -> Result<Self, String> {
-        let file = load(path.as_ref()).map_err(|d| {
-            d.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+    pub fn scenario(mut self, path: impl AsRef<Path>) -> Result<Self, RunError> {
+        let file = load(path.as_ref()).map_err(ScenarioError::Invalid)?;
         self.files.push(file);
         Ok(self)
     }
@@ -85,10 +81,8 @@ impl Harness {
     }
 
     /// Adds a threshold, `metric: expression`.
-    pub fn threshold(mut self, spec: &str) -> Result<Self, String> {
-        self.options
-            .thresholds
-            .push(parse_spec(spec).map_err(|e| format!("{e} (column {}): {}", e.column, e.hint))?);
+    pub fn threshold(mut self, spec: &str) -> Result<Self, RunError> {
+        self.options.thresholds.push(parse_spec(spec)?);
         Ok(self)
     }
 
@@ -99,11 +93,12 @@ impl Harness {
     }
 
     /// Runs every scenario; an error only when the bundled backend cannot start.
-    pub async fn run(mut self) -> Result<RunReport, String> {
+    pub async fn run(mut self) -> Result<RunReport, RunError> {
         let _bundled = match &self.destination {
             Destination::Bundled => {
-                let bundled = (crate::bundled::start(&self.options.fixtures_dir).await)
-                    .map_err(|e| e.to_string())?;
+                let bundled = crate::bundled::start(&self.options.fixtures_dir)
+                    .await
+                    .map_err(RunError::Bundled)?;
                 self.options.target = bundled.target.clone();
                 Some(bundled)
             }

@@ -92,7 +92,8 @@ pub async fn start_with(
     let server = apex_backend::InProcess::serve(state)
         .await
         .map_err(BundledError::Listen)?;
-    let target = Target::parse(&server.base_url()).map_err(BundledError::Startup)?;
+    let target =
+        Target::parse(&server.base_url()).map_err(|e| BundledError::Startup(e.to_string()))?;
     Ok((
         Bundled {
             target,

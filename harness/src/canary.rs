@@ -18,7 +18,8 @@ use std::fmt::Write as _;
 
 use crate::client::Target;
 use crate::compare::{Baseline, Comparison, MIN_ROUNDS, RunSummary, Tolerance, compare_rounds};
-use crate::runner::{RunOptions, RunReport, run_scenario};
+use crate::report::RunReport;
+use crate::runner::{RunOptions, run_scenario};
 use crate::scenario::ScenarioFile;
 use crate::threshold::{Aggregate, observe};
 
@@ -110,17 +111,7 @@ pub async fn run(
 
 /// The rules applied to paired rounds (baseline, candidate).
 pub fn judge(pairs: &[(Baseline, Baseline)], tolerance: Tolerance) -> CanaryReport {
-    let pooled = |side: fn(&(Baseline, Baseline)) -> &Baseline| {
-        let mut total = RunSummary::default();
-        for pair in pairs {
-            let run = &side(pair).totals;
-            total.journeys += run.journeys;
-            total.duration_s += run.duration_s;
-            total.metrics.merge(&run.metrics);
-        }
-        total
-    };
-    let (base, cand) = (pooled(|p| &p.0), pooled(|p| &p.1));
+    let (base, cand) = (pooled(pairs, |p| &p.0), pooled(pairs, |p| &p.1));
     let comparison = compare_rounds(pairs, tolerance);
     let error_rate = observe(&cand.metrics, "error_rate", Aggregate::Rate);
     let p99 = observe(
@@ -128,66 +119,8 @@ pub fn judge(pairs: &[(Baseline, Baseline)], tolerance: Tolerance) -> CanaryRepo
         "journey_duration",
         Aggregate::Percentile(99.0),
     );
-    let judged = |quality: bool| {
-        let regressions: Vec<String> = comparison
-            .regressions()
-            .filter(|d| d.scenario.is_some() == quality)
-            .map(|d| {
-                format!(
-                    "{} {} ({}, worse in {} of {} rounds)",
-                    d.name,
-                    d.change_text(),
-                    if quality {
-                        format!(
-                            "{:.1} % → {:.1} %",
-                            d.base.value * 100.0,
-                            d.new.value * 100.0
-                        )
-                    } else {
-                        "median of the rounds".to_owned()
-                    },
-                    d.rounds
-                        .iter()
-                        .filter(|c| {
-                            let worse = if d.higher_is_better { -**c } else { **c };
-                            worse > 0.0
-                        })
-                        .count(),
-                    d.rounds.len()
-                )
-            })
-            .collect();
-        let inconclusive = comparison
-            .inconclusive()
-            .filter(|d| d.scenario.is_some() == quality)
-            .count();
-        let detail = if !regressions.is_empty() {
-            regressions.join("; ")
-        } else if pairs.len() < MIN_ROUNDS {
-            format!(
-                "inconclusive: {} round(s), at least {MIN_ROUNDS} needed to judge against the \
-                 baseline{}",
-                pairs.len(),
-                if inconclusive > 0 {
-                    format!(" ({inconclusive} metric(s) moved beyond the tolerance)")
-                } else {
-                    String::new()
-                }
-            )
-        } else if quality
-            && !comparison
-                .deltas
-                .iter()
-                .any(|d| d.scenario.is_some() && d.decisive)
-        {
-            "no scenario checks content (no expect_response step)".to_owned()
-        } else {
-            "none consistent across rounds beyond tolerance".to_owned()
-        };
-        (!regressions.is_empty(), detail)
-    };
-    let (quality_fired, quality_detail) = judged(true);
-    let (regression_fired, regression_detail) = judged(false);
+    let (quality_fired, quality_detail) = regressions_rule(&comparison, pairs.len(), true);
+    let (regression_fired, regression_detail) = regressions_rule(&comparison, pairs.len(), false);
     let rules = vec![
         Rule {
             name: RULE_ERROR_RATE,
@@ -227,6 +160,85 @@ pub fn judge(pairs: &[(Baseline, Baseline)], tolerance: Tolerance) -> CanaryRepo
         rules,
         baseline_unusable,
     }
+}
+
+/// One side's rounds pooled into one summary, for the absolute rules (error rate, p99).
+fn pooled(
+    pairs: &[(Baseline, Baseline)],
+    side: fn(&(Baseline, Baseline)) -> &Baseline,
+) -> RunSummary {
+    let mut total = RunSummary::default();
+    for pair in pairs {
+        let run = &side(pair).totals;
+        total.journeys += run.journeys;
+        total.duration_s += run.duration_s;
+        total.metrics.merge(&run.metrics);
+    }
+    total
+}
+
+/// The quality rule (`quality`: per-scenario content metrics) or the regression rule (the
+/// run's metrics): whether it fired, and why or why not.
+fn regressions_rule(comparison: &Comparison, rounds: usize, quality: bool) -> (bool, String) {
+    let regressions: Vec<String> = comparison
+        .regressions()
+        .filter(|d| d.scenario.is_some() == quality)
+        .map(|d| regression_text(d, quality))
+        .collect();
+    let inconclusive = comparison
+        .inconclusive()
+        .filter(|d| d.scenario.is_some() == quality)
+        .count();
+    let detail = if !regressions.is_empty() {
+        regressions.join("; ")
+    } else if rounds < MIN_ROUNDS {
+        format!(
+            "inconclusive: {rounds} round(s), at least {MIN_ROUNDS} needed to judge against the \
+             baseline{}",
+            if inconclusive > 0 {
+                format!(" ({inconclusive} metric(s) moved beyond the tolerance)")
+            } else {
+                String::new()
+            }
+        )
+    } else if quality
+        && !comparison
+            .deltas
+            .iter()
+            .any(|d| d.scenario.is_some() && d.decisive)
+    {
+        "no scenario checks content (no expect_response step)".to_owned()
+    } else {
+        "none consistent across rounds beyond tolerance".to_owned()
+    };
+    (!regressions.is_empty(), detail)
+}
+
+/// A regressed metric for people: its change, its values (a quality rate) or how it was
+/// taken, and in how many rounds it was worse.
+fn regression_text(d: &crate::compare::Delta, quality: bool) -> String {
+    format!(
+        "{} {} ({}, worse in {} of {} rounds)",
+        d.name,
+        d.change_text(),
+        if quality {
+            format!(
+                "{:.1} % → {:.1} %",
+                d.base.value * 100.0,
+                d.new.value * 100.0
+            )
+        } else {
+            "median of the rounds".to_owned()
+        },
+        d.rounds
+            .iter()
+            .filter(|c| {
+                let worse = if d.higher_is_better { -**c } else { **c };
+                worse > 0.0
+            })
+            .count(),
+        d.rounds.len()
+    )
 }
 
 fn recommendation(report: &CanaryReport) -> String {

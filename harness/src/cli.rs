@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::exit_codes;
-use crate::scenario::{ScenarioFile, discover, load};
+use crate::scenario::{ScenarioError, ScenarioFile, discover, load};
 
 /// Golden-path verification for WebSocket + AI-agent chat products.
 #[derive(Debug, Parser)]
@@ -190,9 +190,9 @@ pub struct RunArgs {
     pub max_duration: Option<std::time::Duration>,
 }
 
-fn max_duration(text: &str) -> Result<std::time::Duration, String> {
+fn max_duration(text: &str) -> Result<std::time::Duration, ScenarioError> {
     match crate::scenario::parse_duration(text)? {
-        d if d.is_zero() => Err("must be longer than zero".into()),
+        d if d.is_zero() => Err(ScenarioError::ZeroDuration),
         d => Ok(d),
     }
 }
@@ -253,12 +253,12 @@ struct Prepared {
 
 /// `--target-setting KEY=VALUE`s as target settings: each dotted key becomes a nested map,
 /// each value is read as YAML (`false`, `{"type":"chat"}`) or taken as text.
-pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSettings, String> {
+pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSettings, ScenarioError> {
     let mut root = serde_json::Map::new();
     for spec in specs {
         let (key, value) = spec
             .split_once('=')
-            .ok_or_else(|| format!("--target-setting '{spec}': expected KEY=VALUE"))?;
+            .ok_or_else(|| ScenarioError::SettingNotKeyValue { spec: spec.clone() })?;
         let value = serde_saphyr::from_str::<serde_json::Value>(value)
             .ok()
             .filter(|v| !v.is_null())
@@ -270,12 +270,14 @@ pub fn target_settings(specs: &[String]) -> Result<crate::profile::TargetSetting
                 .entry(part.to_string())
                 .or_insert_with(|| serde_json::json!({}))
                 .as_object_mut()
-                .ok_or_else(|| format!("--target-setting '{spec}': `{part}` is not a section"))?;
+                .ok_or_else(|| ScenarioError::SettingNotSection {
+                    spec: spec.clone(),
+                    part: (*part).to_owned(),
+                })?;
         }
         map.insert(parts[parts.len() - 1].to_owned(), value);
     }
-    serde_json::from_value(serde_json::Value::Object(root))
-        .map_err(|e| format!("--target-setting: {e} (docs/scenarios.md lists the settings)"))
+    serde_json::from_value(serde_json::Value::Object(root)).map_err(ScenarioError::InvalidSettings)
 }
 
 /// A `--profile`: a built-in name or a profile file.
@@ -327,76 +329,21 @@ fn prepare(
     err: &mut impl Write,
 ) -> Result<Prepared, u8> {
     let scenarios = load_all(paths, Some(&select.fixtures), err).ok_or(exit_codes::USAGE)?;
-    let (scenarios, elsewhere): (Vec<_>, Vec<_>) = scenarios
-        .into_iter()
-        .partition(|f| f.scenario.bundled || !bundled);
-    if !elsewhere.is_empty() {
-        let names: Vec<String> = elsewhere
-            .iter()
-            .map(|f| f.path.display().to_string())
-            .collect();
-        let _ = writeln!(
-            err,
-            "note: {} scenarios written for another platform are left out against the bundled \
-             backend (run them with --target URL): {}",
-            elsewhere.len(),
-            names.join(", ")
-        );
-    }
-    let selected: Vec<_> = scenarios
-        .into_iter()
-        .filter(|f| select.tag.is_empty() || f.scenario.tags.iter().any(|t| select.tag.contains(t)))
-        .filter(|f| {
-            select
-                .scenario
-                .as_ref()
-                .is_none_or(|n| f.scenario.name.contains(n.as_str()))
-        })
-        .collect();
-    if selected.is_empty() {
-        let _ = writeln!(
-            err,
-            "error: no scenario matches the --tag / --scenario filters"
-        );
-        return Err(exit_codes::USAGE);
-    }
+    let scenarios = for_this_platform(scenarios, bundled, err);
+    let selected = selected(scenarios, select, err)?;
     check_variables(&selected, err)?;
     let profile = match select.profile.as_deref() {
         None => None,
         Some(name) => Some(profile_option(name, err)?),
     };
     if let Some(profile) = &profile {
-        for file in selected.iter().filter(|f| f.scenario.profile.is_some()) {
-            if file.profile.name != profile.name {
-                let _ = writeln!(
-                    err,
-                    "note: {}: --profile {} replaces its `profile: {}`; its own `fields:` and \
-                     `target:` still apply over it",
-                    file.path.display(),
-                    profile.name,
-                    file.profile.name
-                );
-            }
-        }
+        note_replaced_profiles(&selected, profile, err);
     }
     let target_settings = target_settings(&select.target_settings).map_err(|e| {
         let _ = writeln!(err, "error: {e}");
         exit_codes::USAGE
     })?;
-    let mut thresholds = Vec::new();
-    for spec in &select.thresholds {
-        match crate::threshold::parse_spec(spec) {
-            Ok(t) => thresholds.push(t),
-            Err(e) => {
-                let _ = writeln!(
-                    err,
-                    "error: --threshold '{spec}': {e} (column {})\n  hint: {}",
-                    e.column, e.hint
-                );
-                return Err(exit_codes::USAGE);
-            }
-        }
-    }
+    let thresholds = threshold_options(&select.thresholds, err)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -418,6 +365,101 @@ fn prepare(
         options,
         runtime,
     })
+}
+
+/// Against the bundled backend, the scenarios written for it; the others are named in one
+/// note, since they would fail for reasons that are not the backend's.
+fn for_this_platform(
+    scenarios: Vec<ScenarioFile>,
+    bundled: bool,
+    err: &mut impl Write,
+) -> Vec<ScenarioFile> {
+    let (scenarios, elsewhere): (Vec<_>, Vec<_>) = scenarios
+        .into_iter()
+        .partition(|f| f.scenario.bundled || !bundled);
+    if !elsewhere.is_empty() {
+        let names: Vec<String> = elsewhere
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        let _ = writeln!(
+            err,
+            "note: {} scenarios written for another platform are left out against the bundled \
+             backend (run them with --target URL): {}",
+            elsewhere.len(),
+            names.join(", ")
+        );
+    }
+    scenarios
+}
+
+/// The scenarios `--tag` and `--scenario` select; none is bad usage.
+fn selected(
+    scenarios: Vec<ScenarioFile>,
+    select: &Selection,
+    err: &mut impl Write,
+) -> Result<Vec<ScenarioFile>, u8> {
+    let selected: Vec<_> = scenarios
+        .into_iter()
+        .filter(|f| select.tag.is_empty() || f.scenario.tags.iter().any(|t| select.tag.contains(t)))
+        .filter(|f| {
+            select
+                .scenario
+                .as_ref()
+                .is_none_or(|n| f.scenario.name.contains(n.as_str()))
+        })
+        .collect();
+    if selected.is_empty() {
+        let _ = writeln!(
+            err,
+            "error: no scenario matches the --tag / --scenario filters"
+        );
+        return Err(exit_codes::USAGE);
+    }
+    Ok(selected)
+}
+
+/// Names the scenarios whose own `profile:` `--profile` replaces, so a surprising result
+/// can be traced to it.
+fn note_replaced_profiles(
+    selected: &[ScenarioFile],
+    profile: &crate::profile::Profile,
+    err: &mut impl Write,
+) {
+    for file in selected.iter().filter(|f| f.scenario.profile.is_some()) {
+        if file.profile.name != profile.name {
+            let _ = writeln!(
+                err,
+                "note: {}: --profile {} replaces its `profile: {}`; its own `fields:` and \
+                 `target:` still apply over it",
+                file.path.display(),
+                profile.name,
+                file.profile.name
+            );
+        }
+    }
+}
+
+/// `--threshold`s; the first that does not parse is bad usage, shown with its column.
+fn threshold_options(
+    specs: &[String],
+    err: &mut impl Write,
+) -> Result<Vec<crate::threshold::Threshold>, u8> {
+    let mut thresholds = Vec::new();
+    for spec in specs {
+        match crate::threshold::parse_spec(spec) {
+            Ok(t) => thresholds.push(t),
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "error: --threshold '{spec}': {e} (column {})\n  hint: {}",
+                    e.column, e.hint
+                );
+                return Err(exit_codes::USAGE);
+            }
+        }
+    }
+    Ok(thresholds)
 }
 
 /// A resolved target: where journeys go, the bundled backend's guard (keep it alive), and
@@ -470,22 +512,20 @@ async fn resolve_target(
 
 fn write_file(path: &Option<PathBuf>, content: &str, err: &mut impl Write) {
     if let Some(path) = path
-        && let Err(e) = std::fs::write(path, content)
+        && let Err(error) = std::fs::write(path, content)
     {
-        let _ = writeln!(err, "error: cannot write {}: {e}", path.display());
+        let error = crate::report::ReportError::Write {
+            path: path.clone(),
+            error,
+        };
+        let _ = writeln!(err, "error: {error}");
     }
 }
 
 fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
-    let baseline = match &args.baseline {
-        None => None,
-        Some(path) => match crate::compare::Baseline::load(path) {
-            Ok(b) => Some(std::sync::Arc::new(b)),
-            Err(e) => {
-                let _ = writeln!(err, "error: --baseline {e}");
-                return exit_codes::USAGE;
-            }
-        },
+    let baseline = match baseline_option(args.baseline.as_deref(), err) {
+        Ok(baseline) => baseline,
+        Err(code) => return code,
     };
     let Prepared {
         scenarios,
@@ -511,47 +551,97 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         options.target = target.clone();
         options.dependencies = dependencies;
         options.cutoff = crate::runner::Cutoff::start(args.max_duration, args.fail_fast);
-        // Each scenario's lines as it finishes, flushed, so a piped log shows progress.
-        let secrets = crate::runner::secrets(&scenarios);
-        let verbose = args.verbose;
-        let mut finished = |scenario: &crate::runner::ScenarioReport| {
-            let block = crate::report::scenario_block(scenario, verbose);
-            let _ = write!(out, "{}", crate::runner::redact(&secrets, &block));
-            let _ = out.flush();
-        };
-        let report = crate::runner::run_reporting(&scenarios, &options, &mut finished).await;
-        let end = crate::report::summary_end(&report, verbose);
-        let _ = write!(out, "{}", report.redact(&end));
-        let reports = [
-            (
-                &args.json,
-                format!("{:#}\n", crate::report::json(&report, &target.authority)),
-            ),
-            (&args.junit, crate::report::junit(&report)),
-            (&args.markdown, crate::report::markdown(&report)),
-        ];
-        for (path, content) in reports {
-            write_file(path, &report.redact(&content), err);
-        }
+        let report = run_printing(&scenarios, &options, args.verbose, out).await;
+        write_reports(&args, &report, &target.authority, err);
         let mut code = report.exit_code();
-        if let Some(baseline) = &baseline {
-            let comparison = crate::compare::compare_reports(
-                baseline,
-                &crate::compare::Baseline::from_report(&report),
-                args.tolerance.tolerance(),
-            );
-            let _ = write!(
-                out,
-                "\nagainst the baseline:\n{}",
-                crate::compare::text(&comparison)
-            );
-            if args.strict && comparison.regressed() && code == exit_codes::PASS {
-                code = exit_codes::REGRESSION;
-            }
+        if let Some(baseline) = &baseline
+            && against_baseline(&args, baseline, &report, out)
+            && code == exit_codes::PASS
+        {
+            code = exit_codes::REGRESSION;
         }
         let _ = writeln!(out, "exit {code}");
         code
     })
+}
+
+/// `--baseline`: the report `baseline * F` thresholds and the comparison read; one that
+/// cannot be read is bad usage.
+fn baseline_option(
+    path: Option<&std::path::Path>,
+    err: &mut impl Write,
+) -> Result<Option<std::sync::Arc<crate::compare::Baseline>>, u8> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match crate::compare::Baseline::load(path) {
+        Ok(b) => Ok(Some(std::sync::Arc::new(b))),
+        Err(e) => {
+            let _ = writeln!(err, "error: --baseline {e}");
+            Err(exit_codes::USAGE)
+        }
+    }
+}
+
+/// Runs the scenarios, printing each one's lines as it finishes (flushed, so a piped log
+/// shows progress) and the summary's end after the last.
+async fn run_printing(
+    scenarios: &[ScenarioFile],
+    options: &crate::runner::RunOptions,
+    verbose: bool,
+    out: &mut impl Write,
+) -> crate::report::RunReport {
+    let secrets = crate::runner::secrets(scenarios);
+    let mut finished = |scenario: &crate::report::ScenarioReport| {
+        let block = crate::report::scenario_block(scenario, verbose);
+        let _ = write!(out, "{}", crate::report::model::redact(&secrets, &block));
+        let _ = out.flush();
+    };
+    let report = crate::runner::run_reporting(scenarios, options, &mut finished).await;
+    let end = crate::report::summary_end(&report, verbose);
+    let _ = write!(out, "{}", report.redact(&end));
+    report
+}
+
+/// The `--json`, `--junit` and `--markdown` reports asked for, secrets redacted.
+fn write_reports(
+    args: &RunArgs,
+    report: &crate::report::RunReport,
+    target: &str,
+    err: &mut impl Write,
+) {
+    let reports = [
+        (
+            &args.json,
+            format!("{:#}\n", crate::report::json(report, target)),
+        ),
+        (&args.junit, crate::report::junit(report)),
+        (&args.markdown, crate::report::markdown(report)),
+    ];
+    for (path, content) in reports {
+        write_file(path, &report.redact(&content), err);
+    }
+}
+
+/// Prints the run compared with `--baseline`; `true` when `--strict` makes a regression
+/// fail the run.
+fn against_baseline(
+    args: &RunArgs,
+    baseline: &crate::compare::Baseline,
+    report: &crate::report::RunReport,
+    out: &mut impl Write,
+) -> bool {
+    let comparison = crate::compare::compare_reports(
+        baseline,
+        &crate::compare::Baseline::from_report(report),
+        args.tolerance.tolerance(),
+    );
+    let _ = write!(
+        out,
+        "\nagainst the baseline:\n{}",
+        crate::compare::text(&comparison)
+    );
+    args.strict && comparison.regressed()
 }
 
 fn compare(args: &CompareArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {

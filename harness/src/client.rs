@@ -1,7 +1,9 @@
 //! The client side of a journey: login over HTTP, a WebSocket connection by any transport,
 //! and every received frame recorded in a [`Transcript`]. Failures come back classified
 //! (`auth_rejected`, `handshake_failed`, `timeout`, `ws_1011`, `connection_lost`), never as
-//! a bare "error". `http://`/`ws://` and, with rustls, `https://`/`wss://` targets.
+//! a bare "error". `http://`/`ws://` and, with rustls, `https://`/`wss://` targets. A target
+//! that cannot be used at all (its URL, its CA file, its HTTP client) is a [`ClientError`]
+//! instead: no journey starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +44,39 @@ fn refused(class: FailureClass, message: String, status: u16) -> ClientFailure {
     }
 }
 
+/// Why a target cannot be used: its URL, its CA file, or the HTTP client for it. These stop
+/// a run before any journey (bad usage, or a scenario that cannot start), unlike a
+/// [`ClientFailure`], which is one journey's classified failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{url}: unsupported scheme `{scheme}`")]
+    UnsupportedScheme { url: String, scheme: String },
+    #[error(
+        "{url}: a query on an http(s) target means nothing; for the WebSocket's query use a \
+         ws(s):// URL or `--target-setting ws.query=…`"
+    )]
+    QueryOnHttp { url: String },
+    #[error("{url}: no host")]
+    NoHost { url: String },
+    #[error("CA certificate refused: {0}")]
+    CaRefused(rustls::Error),
+    /// The CA file cannot be read, or is not PEM.
+    #[error("{}: {error}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: no certificate in it", path.display())]
+    NoCertificate { path: std::path::PathBuf },
+    #[error("fault proxy {addr}: {error}")]
+    FaultProxy {
+        addr: std::net::SocketAddr,
+        error: reqwest::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
 /// Where the backend is: `http://host:port`, `https://host`, `ws://…` or `wss://…`.
 #[derive(Debug, Clone, Default)]
 pub struct Target {
@@ -71,14 +106,12 @@ pub fn install_crypto_provider() {
 
 fn tls_config(
     extra_roots: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<Arc<rustls::ClientConfig>, String> {
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_roots {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("CA certificate refused: {e}"))?;
+        roots.add(cert.clone()).map_err(ClientError::CaRefused)?;
     }
     Ok(Arc::new(
         rustls::ClientConfig::builder()
@@ -91,13 +124,18 @@ impl Target {
     /// Parses `http(s)://host[:port][/prefix]`, `ws(s)://host[:port][/path[?query]]` or
     /// `host:port`. An http(s) path is a prefix for every route; a ws(s) path (and query) is
     /// the WebSocket to open. Neither is dropped.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, ClientError> {
         let (tls, websocket, rest) = match url.split_once("://") {
             Some(("http", rest)) => (false, false, rest),
             Some(("ws", rest)) => (false, true, rest),
             Some(("https", rest)) => (true, false, rest),
             Some(("wss", rest)) => (true, true, rest),
-            Some((scheme, _)) => return Err(format!("{url}: unsupported scheme `{scheme}`")),
+            Some((scheme, _)) => {
+                return Err(ClientError::UnsupportedScheme {
+                    url: url.to_owned(),
+                    scheme: scheme.to_owned(),
+                });
+            }
             None => (false, false, url),
         };
         let (authority, path) = match rest.find(['/', '?']) {
@@ -113,15 +151,16 @@ impl Target {
             (_, "" | "/") => (String::new(), None),
             (true, _) => (String::new(), Some(path.clone())),
             (false, _) if path.contains('?') => {
-                return Err(format!(
-                    "{url}: a query on an http(s) target means nothing; for the WebSocket's \
-                     query use a ws(s):// URL or `--target-setting ws.query=…`"
-                ));
+                return Err(ClientError::QueryOnHttp {
+                    url: url.to_owned(),
+                });
             }
             (false, _) => (path.trim_end_matches('/').to_owned(), None),
         };
         if authority.is_empty() {
-            return Err(format!("{url}: no host"));
+            return Err(ClientError::NoHost {
+                url: url.to_owned(),
+            });
         }
         let authority = if authority.contains(':') {
             authority.to_owned()
@@ -139,13 +178,19 @@ impl Target {
     }
 
     /// Also trusts the CA certificates in a PEM file (a staging environment's private CA).
-    pub fn trust_ca(mut self, pem_file: &std::path::Path) -> Result<Self, String> {
-        let pem = std::fs::read(pem_file).map_err(|e| format!("{}: {e}", pem_file.display()))?;
+    pub fn trust_ca(mut self, pem_file: &std::path::Path) -> Result<Self, ClientError> {
+        let unreadable = |error| ClientError::CaFile {
+            path: pem_file.to_owned(),
+            error,
+        };
+        let pem = std::fs::read(pem_file).map_err(unreadable)?;
         let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", pem_file.display()))?;
+            .map_err(unreadable)?;
         if certs.is_empty() {
-            return Err(format!("{}: no certificate in it", pem_file.display()));
+            return Err(ClientError::NoCertificate {
+                path: pem_file.to_owned(),
+            });
         }
         if self.tls.is_some() {
             self.tls = Some(tls_config(&certs)?);
@@ -178,7 +223,7 @@ impl Target {
     /// An HTTP client for this target (its TLS settings and fault-proxy routing included).
     /// A client that cannot be built is an error: a default client would silently drop the
     /// custom CA and the proxy.
-    pub fn http_client(&self) -> Result<reqwest::Client, String> {
+    pub fn http_client(&self) -> Result<reqwest::Client, ClientError> {
         install_crypto_provider();
         let builder = reqwest::Client::builder();
         let builder = match &self.tls {
@@ -188,7 +233,7 @@ impl Target {
         let builder = match self.connect_to {
             Some(addr) => builder.proxy(
                 reqwest::Proxy::all(format!("http://{addr}"))
-                    .map_err(|e| format!("fault proxy {addr}: {e}"))?,
+                    .map_err(|error| ClientError::FaultProxy { addr, error })?,
             ),
             None => builder,
         };
@@ -196,10 +241,8 @@ impl Target {
     }
 }
 
-fn build_http_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
-    builder
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+fn build_http_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, ClientError> {
+    builder.build().map_err(ClientError::HttpClient)
 }
 
 /// Sends a request; when it failed before any answer arrived (a pooled keep-alive connection
@@ -443,86 +486,8 @@ pub async fn connect_with(
         .ws(settings.ws_path(), &query.join("&"))
         .into_client_request()
         .map_err(|e| failure(FailureClass::HandshakeFailed, e.to_string()))?;
-    let header = |value: String| {
-        HeaderValue::from_str(&value).map_err(|_| {
-            failure(
-                FailureClass::HandshakeFailed,
-                "token is not a valid header value",
-            )
-        })
-    };
-    let headers = request.headers_mut();
-    match transport {
-        Transport::Header => {
-            headers.insert("authorization", header(format!("Bearer {token}"))?);
-        }
-        Transport::LbPreserved => {
-            headers.insert(
-                "x-original-authorization",
-                header(format!("Bearer {token}"))?,
-            );
-        }
-        Transport::Subprotocol => {
-            headers.insert(
-                "sec-websocket-protocol",
-                header(format!("jwt-auth, jwt.{token}"))?,
-            );
-        }
-        Transport::Ticket | Transport::None => {}
-    }
-    let handshake = async {
-        let tcp = match target.connect_to {
-            Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect(&target.authority).await,
-        };
-        let tcp = tcp.map_err(|e| {
-            failure(
-                FailureClass::Unreachable,
-                format!("cannot reach {}: {e}", target.authority),
-            )
-        })?;
-        // The server writes each event as its own frame; Nagle would hold them back.
-        let _ = tcp.set_nodelay(true);
-        let connector = match &target.tls {
-            Some(config) => Connector::Rustls(config.clone()),
-            None => Connector::Plain,
-        };
-        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
-            .await
-            .map_err(|e| match e {
-                tungstenite::Error::Http(response) => {
-                    let status = response.status();
-                    let body = response
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default();
-                    let class = if matches!(status.as_u16(), 401 | 403) {
-                        FailureClass::AuthRejected
-                    } else {
-                        FailureClass::HandshakeFailed
-                    };
-                    refused(
-                        class,
-                        format!("upgrade refused with {status}: {body}"),
-                        status.as_u16(),
-                    )
-                }
-                tungstenite::Error::Tls(e) => failure(
-                    FailureClass::Unreachable,
-                    format!("TLS handshake failed: {e}"),
-                ),
-                tungstenite::Error::Io(e) => failure(
-                    FailureClass::Unreachable,
-                    format!("the connection failed during the upgrade: {e}"),
-                ),
-                other => failure(
-                    FailureClass::HandshakeFailed,
-                    format!("handshake failed: {other}"),
-                ),
-            })
-    };
-    let (stream, response) = tokio::time::timeout(timeout, handshake)
+    present_credentials(request.headers_mut(), transport, token)?;
+    let (stream, response) = tokio::time::timeout(timeout, upgrade(target, request))
         .await
         .map_err(|_| {
             failure(
@@ -541,6 +506,111 @@ pub async fn connect_with(
         transcript: Transcript::default(),
         protocol,
     })
+}
+
+/// Puts the token where `transport` presents it (a ticket is already in the query).
+fn present_credentials(
+    headers: &mut tungstenite::http::HeaderMap,
+    transport: Transport,
+    token: &str,
+) -> Result<(), ClientFailure> {
+    let header = |value: String| {
+        HeaderValue::from_str(&value).map_err(|_| {
+            failure(
+                FailureClass::HandshakeFailed,
+                "token is not a valid header value",
+            )
+        })
+    };
+    match transport {
+        Transport::Header => {
+            headers.insert("authorization", header(format!("Bearer {token}"))?);
+        }
+        Transport::LbPreserved => {
+            headers.insert(
+                "x-original-authorization",
+                header(format!("Bearer {token}"))?,
+            );
+        }
+        Transport::Subprotocol => {
+            headers.insert(
+                "sec-websocket-protocol",
+                header(format!("jwt-auth, jwt.{token}"))?,
+            );
+        }
+        Transport::Ticket | Transport::None => {}
+    }
+    Ok(())
+}
+
+/// The WebSocket upgrade: TCP (to the fault proxy when there is one), TLS for `wss`, then
+/// the HTTP upgrade, each failure classified.
+async fn upgrade(
+    target: &Target,
+    request: tungstenite::handshake::client::Request,
+) -> Result<
+    (
+        WebSocketStream<MaybeTlsStream<TcpStream>>,
+        tungstenite::handshake::client::Response,
+    ),
+    ClientFailure,
+> {
+    let tcp = match target.connect_to {
+        Some(addr) => TcpStream::connect(addr).await,
+        None => TcpStream::connect(&target.authority).await,
+    };
+    let tcp = tcp.map_err(|e| {
+        failure(
+            FailureClass::Unreachable,
+            format!("cannot reach {}: {e}", target.authority),
+        )
+    })?;
+    // The server writes each event as its own frame; Nagle would hold them back.
+    let _ = tcp.set_nodelay(true);
+    let connector = match &target.tls {
+        Some(config) => Connector::Rustls(config.clone()),
+        None => Connector::Plain,
+    };
+    tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
+        .await
+        .map_err(upgrade_failure)
+}
+
+/// A failed upgrade, classified: a 401/403 answer is `auth_rejected`, another answer
+/// `handshake_failed`; TLS and I/O failures mean the server could not be reached.
+fn upgrade_failure(error: tungstenite::Error) -> ClientFailure {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let class = if matches!(status.as_u16(), 401 | 403) {
+                FailureClass::AuthRejected
+            } else {
+                FailureClass::HandshakeFailed
+            };
+            refused(
+                class,
+                format!("upgrade refused with {status}: {body}"),
+                status.as_u16(),
+            )
+        }
+        tungstenite::Error::Tls(e) => failure(
+            FailureClass::Unreachable,
+            format!("TLS handshake failed: {e}"),
+        ),
+        tungstenite::Error::Io(e) => failure(
+            FailureClass::Unreachable,
+            format!("the connection failed during the upgrade: {e}"),
+        ),
+        other => failure(
+            FailureClass::HandshakeFailed,
+            format!("handshake failed: {other}"),
+        ),
+    }
 }
 
 impl Connection {
@@ -668,7 +738,13 @@ mod tests {
         // A TLS backend reqwest does not know: the build fails, and so must we.
         let broken = reqwest::Client::builder().tls_backend_preconfigured(42_u8);
         let error = build_http_client(broken).unwrap_err();
-        assert!(error.contains("cannot build the HTTP client"), "{error}");
+        assert!(matches!(error, ClientError::HttpClient(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot build the HTTP client: "),
+            "{error}"
+        );
         assert!(
             Target::parse("http://127.0.0.1:1")
                 .unwrap()
@@ -700,7 +776,10 @@ mod tests {
             "https://host:443/staging/auth/login"
         );
         assert_eq!(staged.ws("/ws", ""), "wss://host:443/staging/ws");
-        assert!(Target::parse("http://host/x?y=1").is_err());
+        assert!(matches!(
+            Target::parse("http://host/x?y=1"),
+            Err(ClientError::QueryOnHttp { .. })
+        ));
         assert_eq!(
             Target::parse("example.test").unwrap().authority,
             "example.test:80"
@@ -708,6 +787,9 @@ mod tests {
         let tls = Target::parse("wss://staging.example.test").unwrap();
         assert_eq!(tls.authority, "staging.example.test:443");
         assert_eq!(tls.http("/ready"), "https://staging.example.test:443/ready");
-        assert!(Target::parse("ftp://x").is_err());
+        assert!(matches!(
+            Target::parse("ftp://x"),
+            Err(ClientError::UnsupportedScheme { .. })
+        ));
     }
 }

@@ -23,6 +23,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::metrics::{Metrics, Rate, Trend};
+use crate::report::ReportError;
 
 /// 95 % two-sided.
 const Z: f64 = 1.96;
@@ -37,7 +38,7 @@ pub struct RunSummary {
 
 impl RunSummary {
     /// The totals of a run that just finished.
-    pub fn from_report(report: &crate::runner::RunReport) -> Self {
+    pub fn from_report(report: &crate::report::RunReport) -> Self {
         Self {
             journeys: report.scenarios.iter().map(|s| s.journeys).sum(),
             duration_s: report
@@ -59,17 +60,24 @@ pub struct Baseline {
 
 impl Baseline {
     /// Reads a JSON report written by `apex-harness run --json`.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-        Self::from_json(&value).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ReportError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let value: Value = serde_json::from_str(&text).map_err(|error| ReportError::NotJson {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::from_json(&value).map_err(|error| ReportError::In {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
     }
 
-    pub fn from_json(report: &Value) -> Result<Self, String> {
+    pub fn from_json(report: &Value) -> Result<Self, ReportError> {
         if report["schema_version"] != 1 {
-            return Err("not an apex-harness JSON report (schema_version 1)".into());
+            return Err(ReportError::NotAReport);
         }
         let mut scenarios: BTreeMap<String, RunSummary> = BTreeMap::new();
         for s in report["scenarios"].as_array().into_iter().flatten() {
@@ -84,7 +92,7 @@ impl Baseline {
     }
 
     /// A run that just finished, as a report of it would read.
-    pub fn from_report(report: &crate::runner::RunReport) -> Self {
+    pub fn from_report(report: &crate::report::RunReport) -> Self {
         let mut scenarios: BTreeMap<String, RunSummary> = BTreeMap::new();
         for s in &report.scenarios {
             // Two files may share a name: their journeys count together, as in the totals.
@@ -109,14 +117,13 @@ impl Baseline {
     }
 }
 
-fn summary_of(section: &Value) -> Result<RunSummary, String> {
+fn summary_of(section: &Value) -> Result<RunSummary, ReportError> {
     let mut metrics = Metrics::default();
     for (name, trend) in section["trends"].as_object().into_iter().flatten() {
         let Some(buckets) = trend["histogram_us"].as_array() else {
-            return Err(format!(
-                "trend `{name}` has no `histogram_us`: the report predates comparisons; \
-                 run again to write a new one"
-            ));
+            return Err(ReportError::NoHistogram {
+                trend: name.clone(),
+            });
         };
         let buckets: Vec<(u64, u64)> = buckets
             .iter()
@@ -1377,8 +1384,8 @@ mod tests {
     #[test]
     fn a_report_round_trips_through_its_json() {
         let summary = run(200, 40, 5, 190, 4.0);
-        let report = crate::runner::RunReport {
-            scenarios: vec![crate::runner::ScenarioReport {
+        let report = crate::report::RunReport {
+            scenarios: vec![crate::report::ScenarioReport {
                 name: "s".into(),
                 path: "s.yaml".into(),
                 journeys: summary.journeys,

@@ -24,7 +24,9 @@
 //!   virtual users run its steps under its load (one journey: [`runner::Prepared::journey`],
 //!   also what the benches measure), isolation is checked across all users, thresholds make
 //!   the verdict.
-//! - [`report`]: the end-of-run summary and the versioned JSON report.
+//! - [`report`]: what a run produced as data ([`report::model`]: scenario and run reports,
+//!   the exit code), shared by the runner and the comparisons, and its renderings: the
+//!   end-of-run summary, the versioned JSON report, JUnit XML and Markdown.
 //! - [`metrics`]: latency trends (HDR histograms), rates and counters, mergeable across
 //!   workers.
 //! - [`threshold`]: k6-style thresholds (`journey_duration: p(99) < 3000`, or relative to a

@@ -182,16 +182,36 @@ pub fn parse_spec(spec: &str) -> Result<Threshold, ThresholdError> {
 
 /// Parses one expression (`p(99) < 3000`) for `metric`. Columns are relative to `expression`.
 pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError> {
-    let Some(kind) = kind_of(metric) else {
+    let kind = metric_kind(metric)?;
+    let text = expression;
+    let (comparison, op_at, op_len) = parse_comparison(text)?;
+    let left = &text[..op_at];
+    let aggregate = parse_aggregate(left)?;
+    check_applies(kind, aggregate, metric)?;
+    let bound = parse_bound(text, op_at + op_len)?;
+    Ok(Threshold {
+        metric: metric.to_owned(),
+        aggregate,
+        comparison,
+        bound,
+    })
+}
+
+/// The kind of a metric the runner records; any other name is an error listing them.
+fn metric_kind(metric: &str) -> Result<MetricKind, ThresholdError> {
+    kind_of(metric).ok_or_else(|| {
         let mut names: Vec<&str> = KNOWN_METRICS.iter().map(|(n, _)| *n).collect();
         names.extend(["event_duration:<type>", "event_delivery_rate:<type>"]);
-        return Err(error(
+        error(
             1,
             format!("unknown metric `{metric}`"),
             format!("known metrics: {}", names.join(", ")),
-        ));
-    };
-    let text = expression;
+        )
+    })
+}
+
+/// The comparison operator, where it starts in `text` and its length.
+fn parse_comparison(text: &str) -> Result<(Comparison, usize, usize), ThresholdError> {
     let op_at = text.find(['<', '>', '=', '!']).ok_or_else(|| {
         error(
             text.len() + 1,
@@ -199,7 +219,7 @@ pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError
             "use one of < <= > >= == !=",
         )
     })?;
-    let (left, rest) = text.split_at(op_at);
+    let rest = &text[op_at..];
     let (comparison, op_len) = match rest.get(..2) {
         Some("<=") => (Comparison::Le, 2),
         Some(">=") => (Comparison::Ge, 2),
@@ -215,8 +235,12 @@ pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError
             ));
         }
     };
-    let aggregate_text = left.trim();
-    let aggregate = match aggregate_text {
+    Ok((comparison, op_at, op_len))
+}
+
+/// The aggregate before the comparison (`left`, as written, untrimmed for its column).
+fn parse_aggregate(left: &str) -> Result<Aggregate, ThresholdError> {
+    let aggregate = match left.trim() {
         "avg" => Aggregate::Avg,
         "min" => Aggregate::Min,
         "max" => Aggregate::Max,
@@ -249,26 +273,41 @@ pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError
             ));
         }
     };
+    Ok(aggregate)
+}
+
+/// Whether `aggregate` means something for a metric of `kind` (a percentile of a rate
+/// does not).
+fn check_applies(
+    kind: MetricKind,
+    aggregate: Aggregate,
+    metric: &str,
+) -> Result<(), ThresholdError> {
     let allowed = match kind {
         MetricKind::Trend => !matches!(aggregate, Aggregate::Rate),
         MetricKind::Rate => matches!(aggregate, Aggregate::Rate),
         MetricKind::Counter => matches!(aggregate, Aggregate::Count),
     };
-    if !allowed {
-        let hint = match kind {
-            MetricKind::Trend => {
-                "latency metrics take p(N), avg, min, max, med or count (milliseconds)"
-            }
-            MetricKind::Rate => "rate metrics take `rate`, a share from 0 to 1",
-            MetricKind::Counter => "counters take `count`",
-        };
-        return Err(error(
-            1,
-            format!("`{aggregate}` does not apply to `{metric}`"),
-            hint,
-        ));
+    if allowed {
+        return Ok(());
     }
-    let bound_at = op_at + op_len;
+    let hint = match kind {
+        MetricKind::Trend => {
+            "latency metrics take p(N), avg, min, max, med or count (milliseconds)"
+        }
+        MetricKind::Rate => "rate metrics take `rate`, a share from 0 to 1",
+        MetricKind::Counter => "counters take `count`",
+    };
+    Err(error(
+        1,
+        format!("`{aggregate}` does not apply to `{metric}`"),
+        hint,
+    ))
+}
+
+/// The bound after the comparison, which ends at `bound_at` in `text`: a number, or
+/// `baseline` with an optional `* F`.
+fn parse_bound(text: &str, bound_at: usize) -> Result<Bound, ThresholdError> {
     let bound_text = text[bound_at..].trim();
     let bound_column =
         bound_at + 1 + (text[bound_at..].len() - text[bound_at..].trim_start().len());
@@ -295,12 +334,7 @@ pub fn parse(metric: &str, expression: &str) -> Result<Threshold, ThresholdError
         }
         None => Bound::Value(bound_text.parse().map_err(|_| not_a_bound())?),
     };
-    Ok(Threshold {
-        metric: metric.to_owned(),
-        aggregate,
-        comparison,
-        bound,
-    })
+    Ok(bound)
 }
 
 /// The stability protocol's defaults: completion and WebSocket success above 95 %, errors

@@ -8,25 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Why a run stopped before its journeys were done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
-    /// `--max-duration` ran out.
-    Deadline(Duration),
-    /// `--fail-fast`: a journey failed.
-    FailFast,
-}
-
-impl std::fmt::Display for Cut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Deadline(d) => write!(f, "--max-duration {d:?} ran out"),
-            Self::FailFast => {
-                f.write_str("--fail-fast stopped the run at the first failed journey")
-            }
-        }
-    }
-}
+pub use crate::report::model::Cut;
 
 /// The run's cutoff, shared by every virtual user. The default never cuts.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::steps::{JourneyContext, VuSession, run_journey_with};
-use super::{Fixtures, JourneyOutcome, RunOptions, interpolate};
+use super::{Fixtures, JourneyOutcome, RunError, RunOptions, interpolate};
 use crate::client::Target;
 use crate::fault::{PlaceError, ScenarioFaults};
 use crate::profile::Profile;
@@ -22,7 +22,7 @@ pub enum NotStarted {
     /// services): skipped, neither passed nor failed.
     Skipped(String),
     /// It could not start: one failed journey of this class.
-    Unrunnable(FailureClass, String),
+    Unrunnable(FailureClass, RunError),
 }
 
 /// A scenario ready to run: everything its journeys share.
@@ -70,7 +70,7 @@ impl Prepared {
             .users_of(&file.scenario.users)
             .map_err(|e| NotStarted::Unrunnable(FailureClass::Harness("users".into()), e))?;
         let http = (options.target.http_client())
-            .map_err(|e| NotStarted::Unrunnable(FailureClass::Unreachable, e))?;
+            .map_err(|e| NotStarted::Unrunnable(FailureClass::Unreachable, e.into()))?;
         let (faults, proxied_target) = place_faults(file, options).await?;
         let tag = (file.path.to_string_lossy().bytes()).fold(0u32, |hash, b| {
             hash.wrapping_mul(31).wrapping_add(u32::from(b))
@@ -158,7 +158,7 @@ async fn place_faults(
         Err(PlaceError::NeedsServices(reason)) => Err(NotStarted::Skipped(reason)),
         Err(PlaceError::Failed(e)) => Err(NotStarted::Unrunnable(
             FailureClass::Unreachable,
-            format!("faults: {e}"),
+            RunError::Faults(e),
         )),
     }
 }

@@ -1,8 +1,10 @@
 //! Runs scenario files: virtual users execute the steps under the scenario's load, every
 //! journey is judged, isolation is checked across all users' transcripts, metrics and
-//! thresholds make the verdict.
+//! thresholds make the verdict. What a run produced is [`crate::report::model`]'s data; what
+//! keeps a scenario or the builder from starting is a [`RunError`].
 
 mod cutoff;
+mod error;
 mod load;
 mod outcome;
 mod steps;
@@ -15,14 +17,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::Target;
-use crate::exit_codes;
 use crate::metrics::Metrics;
 use crate::profile::Profile;
 use crate::scenario::{ScenarioFile, UserSpec};
-use crate::threshold::{self, Threshold, Verdict};
+use crate::threshold::{self, Threshold};
 use crate::verify::{Failure, FailureClass, check_isolation};
 
+pub use crate::report::model::{FailedJourney, RunReport, ScenarioReport, redact};
 pub use cutoff::{Cut, Cutoff};
+pub use error::RunError;
 pub use load::{NotStarted, Prepared};
 pub use outcome::{JourneyOutcome, Timings};
 pub use steps::{JourneyContext, VuSession, lookup, run_journey, run_journey_with};
@@ -68,120 +71,6 @@ impl RunOptions {
             baseline: None,
             dependencies: None,
             cutoff: Cutoff::default(),
-        }
-    }
-}
-
-/// A failed journey, kept for the diagnosis.
-#[derive(Debug, Clone)]
-pub struct FailedJourney {
-    pub email: String,
-    pub failures: Vec<Failure>,
-    /// The last frames received before the failure, with their arrival times.
-    pub last_frames: Vec<(Duration, Value)>,
-    /// How the last connection ended, when the server closed it or it was lost:
-    /// `1000 "main cleanup"`.
-    pub close: Option<String>,
-}
-
-/// The outcome of one scenario.
-#[derive(Debug, Clone)]
-pub struct ScenarioReport {
-    pub name: String,
-    pub path: PathBuf,
-    pub journeys: u64,
-    pub failed: Vec<FailedJourney>,
-    pub failures_by_class: BTreeMap<String, u64>,
-    pub metrics: Metrics,
-    pub verdicts: Vec<Verdict>,
-    pub duration: Duration,
-    /// Why the scenario was not run (it needs what this target does not have, or the run
-    /// was cut before it); it neither passes nor fails the run.
-    pub skipped: Option<String>,
-    /// Journeys stopped by `--fail-fast` after another one failed (not in `journeys`).
-    pub cut_short: u64,
-}
-
-impl ScenarioReport {
-    pub fn passed(&self) -> bool {
-        self.failed.is_empty() && self.verdicts.iter().all(|v| v.passed)
-    }
-
-    /// A scenario that did not run, and why.
-    fn skipped(file: &ScenarioFile, reason: String) -> Self {
-        Self {
-            name: file.scenario.name.clone(),
-            path: file.path.clone(),
-            journeys: 0,
-            failed: Vec::new(),
-            failures_by_class: BTreeMap::new(),
-            metrics: Metrics::default(),
-            verdicts: Vec::new(),
-            duration: Duration::ZERO,
-            skipped: Some(reason),
-            cut_short: 0,
-        }
-    }
-}
-
-/// The outcome of a run.
-#[derive(Debug, Clone, Default)]
-pub struct RunReport {
-    pub scenarios: Vec<ScenarioReport>,
-    /// Passwords and tokens the scenarios used; never shown in a report.
-    pub secrets: Vec<String>,
-    /// Why the run stopped before every selected scenario was done, if it did.
-    pub cut: Option<Cut>,
-}
-
-impl RunReport {
-    /// Every scenario's metrics merged: the run's totals.
-    pub fn totals(&self) -> Metrics {
-        let mut totals = Metrics::default();
-        for scenario in &self.scenarios {
-            totals.merge(&scenario.metrics);
-        }
-        totals
-    }
-
-    /// The text with every secret replaced by `[redacted]`.
-    pub fn redact(&self, text: &str) -> String {
-        redact(&self.secrets, text)
-    }
-
-    /// No journey of the run executed: every selected scenario was skipped, or none was
-    /// selected. Such a run verified nothing and must not pass.
-    pub fn nothing_ran(&self) -> bool {
-        self.scenarios
-            .iter()
-            .all(|s| s.journeys == 0 && s.failed.is_empty())
-    }
-
-    /// The documented exit code: journeys first, then thresholds.
-    pub fn exit_code(&self) -> u8 {
-        // Infrastructure only when the target could not be reached at all: every journey of
-        // every scenario failed as `unreachable` and nothing else.
-        let unreachable = FailureClass::Unreachable.to_string();
-        let infrastructure = self.scenarios.iter().all(|s| {
-            s.journeys > 0
-                && s.failures_by_class.keys().all(|c| *c == unreachable)
-                && s.failed.len() as u64 == s.journeys
-        });
-        if self.nothing_ran() {
-            // Verified nothing: the selection does not fit the target (exit 2, as bad usage).
-            exit_codes::USAGE
-        } else if infrastructure {
-            exit_codes::INFRASTRUCTURE
-        } else if self.scenarios.iter().any(|s| !s.failed.is_empty()) {
-            exit_codes::JOURNEY_FAILED
-        } else if self
-            .scenarios
-            .iter()
-            .any(|s| s.verdicts.iter().any(|v| !v.passed))
-        {
-            exit_codes::THRESHOLD_BREACHED
-        } else {
-            exit_codes::PASS
         }
     }
 }
@@ -242,16 +131,16 @@ impl Fixtures {
 
     /// The scenario's users as (email, password): pools are the fixture users of that pool;
     /// a user without a password takes its fixture user's; no users at all is the `vu` pool.
-    fn users_of(&self, specs: &[UserSpec]) -> Result<Vec<(String, String)>, String> {
-        let pool = |name: &str| -> Result<Vec<(String, String)>, String> {
+    fn users_of(&self, specs: &[UserSpec]) -> Result<Vec<(String, String)>, RunError> {
+        let pool = |name: &str| -> Result<Vec<(String, String)>, RunError> {
             let members: Vec<_> = (self.users.iter())
                 .filter(|u| u.pool.as_deref() == Some(name))
                 .map(|u| (u.email.clone(), u.password.clone()))
                 .collect();
             if members.is_empty() {
-                Err(format!(
-                    "no fixture user is in the pool `{name}` (users.yaml under --fixtures)"
-                ))
+                Err(RunError::NoPoolMember {
+                    pool: name.to_owned(),
+                })
             } else {
                 Ok(members)
             }
@@ -267,8 +156,8 @@ impl Fixtures {
                     None => (self.users.iter())
                         .find(|u| u.email.eq_ignore_ascii_case(&email))
                         .map(|u| u.password.clone())
-                        .ok_or_else(|| {
-                            format!("{email} has no `password` and is not a fixture user")
+                        .ok_or_else(|| RunError::NoPassword {
+                            email: email.clone(),
                         })?,
                 };
                 users.push((email, password));
@@ -505,14 +394,18 @@ fn thresholds_of(file: &ScenarioFile, options: &RunOptions) -> Vec<Threshold> {
 /// A scenario that could not start, as one failed journey of `class`: `unreachable` (exit 4)
 /// when the target cannot be reached through what the scenario needs, a harness error
 /// otherwise.
-fn unrunnable(file: &ScenarioFile, class: FailureClass, message: String) -> ScenarioReport {
+fn unrunnable(
+    file: &ScenarioFile,
+    class: FailureClass,
+    message: impl std::fmt::Display,
+) -> ScenarioReport {
     ScenarioReport {
         name: file.scenario.name.clone(),
         path: file.path.clone(),
         journeys: 1,
         failed: vec![FailedJourney {
             email: "-".into(),
-            failures: vec![Failure::new(class.clone(), message, None)],
+            failures: vec![Failure::new(class.clone(), message.to_string(), None)],
             last_frames: Vec::new(),
             close: None,
         }],
@@ -523,16 +416,6 @@ fn unrunnable(file: &ScenarioFile, class: FailureClass, message: String) -> Scen
         skipped: None,
         cut_short: 0,
     }
-}
-
-/// `text` with every secret replaced by `[redacted]`.
-pub fn redact(secrets: &[String], text: &str) -> String {
-    secrets
-        .iter()
-        .filter(|s| s.len() >= 4)
-        .fold(text.to_owned(), |text, secret| {
-            text.replace(secret.as_str(), "[redacted]")
-        })
 }
 
 /// The passwords and tokens the scenarios use, to keep out of reports.
@@ -563,7 +446,7 @@ pub async fn run_reporting(
     for file in files {
         if let Some(cut) = options.cutoff.reached() {
             report.cut = Some(cut);
-            let skipped = ScenarioReport::skipped(file, format!("not run: {cut}"));
+            let skipped = ScenarioReport::not_run(file, cut);
             finished(&skipped);
             report.scenarios.push(skipped);
             continue;

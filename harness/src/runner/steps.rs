@@ -12,6 +12,7 @@ use crate::client::{
 };
 pub use crate::profile::lookup;
 use crate::profile::{Profile, message_frame};
+use crate::runner::RunError;
 use crate::runner::cutoff::{Cut, Cutoff};
 use crate::scenario::{
     CloseStep, ConnectStep, EventExpectation, ExpectStep, HttpStep, LoginStep, ResponseStep,
@@ -175,6 +176,161 @@ enum Place {
     Nested,
     /// Another run's.
     Other,
+}
+
+/// What a received frame means for an `expect` step.
+enum Screened<'f> {
+    /// Not for this step: read on.
+    Skip,
+    /// The error frame the step expects: the step holds.
+    ErrorWanted,
+    /// An event of this journey's run, by type.
+    Event(&'f str),
+}
+
+/// How far an `expect` step has come through its events, and what it waits for.
+struct Progress<'s> {
+    events: &'s [EventExpectation],
+    /// The error code the step expects instead of events, if any.
+    error_wanted: Option<&'s str>,
+    /// The step's own deadline.
+    deadline: Instant,
+    /// The first expected event not yet passed (a repeating one stays while it repeats).
+    next: usize,
+    matched: Vec<bool>,
+    /// When the wait for `events[next]` began; its own timeout counts from there, whatever
+    /// other frames (pongs, re-sends, other runs) arrive meanwhile.
+    waiting_since: (usize, Instant),
+    /// Set once the awaited event is overdue: (its kind, its timeout). It is still awaited
+    /// until the step's deadline, so a late event is told apart from a missing one.
+    overdue: Option<(String, Duration)>,
+    /// Set when an event arrived before one expected earlier: (missing, arrived). Reading
+    /// on tells an order violation (the missing one comes after all) from a missing event.
+    skipped: Option<(String, String)>,
+}
+
+impl<'s> Progress<'s> {
+    fn new(step: &'s ExpectStep, deadline: Instant) -> Self {
+        Self {
+            events: &step.events,
+            error_wanted: step.error.as_deref(),
+            deadline,
+            next: 0,
+            matched: vec![false; step.events.len()],
+            waiting_since: (usize::MAX, Instant::now()),
+            overdue: None,
+            skipped: None,
+        }
+    }
+
+    /// Whether the step holds: no error frame awaited, nothing out of order pending, and
+    /// every event still ahead may be passed over.
+    fn done(&self) -> bool {
+        self.skipped.is_none()
+            && self.error_wanted.is_none()
+            && (self.next..self.events.len()).all(|j| self.skippable(j))
+    }
+
+    /// Whether `events[j]` may be passed over: optional, or a repeat already seen.
+    fn skippable(&self, j: usize) -> bool {
+        match &self.events[j] {
+            EventExpectation::Type(_) => false,
+            EventExpectation::Detailed(d) => d.optional || (d.repeat && self.matched[j]),
+        }
+    }
+
+    /// The event awaited now, by type (`error` when the step expects an error frame).
+    fn waiting_for(&self) -> &'s str {
+        self.events.get(self.next).map_or("error", kind_of)
+    }
+
+    /// No frame came in time: the awaited event becomes overdue (and is awaited on until the
+    /// deadline), or it is missing.
+    fn timed_out(&mut self, per_event: Duration) -> Result<(), Failure> {
+        let waiting_for = self.waiting_for();
+        if let Some((missing, arrived)) = &self.skipped {
+            return Err(fail(
+                FailureClass::MissingEvent(missing.clone()),
+                format!("`{arrived}` arrived but `{missing}` before it never did"),
+            ));
+        }
+        if self.overdue.is_none() && Instant::now() < self.deadline {
+            self.overdue = Some((waiting_for.to_owned(), per_event));
+            return Ok(());
+        }
+        let waited = self.waiting_since.1.elapsed();
+        Err(fail(
+            FailureClass::MissingEvent(waiting_for.to_owned()),
+            format!("`{waiting_for}` did not arrive within {waited:.1?}"),
+        ))
+    }
+
+    /// An event arrived while an earlier one was out of order or overdue: that one was
+    /// swapped with its neighbour, missing, or late.
+    fn settle(&self, kind: &str) -> Result<(), Failure> {
+        if let Some((missing, arrived)) = &self.skipped {
+            // Two neighbours swapped: the missing event is the very next one of the run.
+            // Anything else means it is missing (a later event of the same type belongs
+            // to a later step).
+            return Err(if kind == missing {
+                fail(
+                    FailureClass::OrderViolation,
+                    format!("`{missing}` arrived after `{arrived}`, which must follow it"),
+                )
+            } else {
+                fail(
+                    FailureClass::MissingEvent(missing.clone()),
+                    format!("`{arrived}` arrived but `{missing}` before it never did"),
+                )
+            });
+        }
+        if let Some((late, timeout)) = &self.overdue
+            && kind == late
+        {
+            let waited = self.waiting_since.1.elapsed();
+            return Err(fail(
+                FailureClass::Timeout,
+                format!("`{late}` arrived after {waited:.1?}, beyond its {timeout:?} timeout"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Matches an event against the expectations from `next` on, passing over optional ones
+    /// and finished repeats; `true` when it is the first match of its expectation.
+    fn advance(&mut self, kind: &str, frame: &Value) -> Result<bool, Failure> {
+        let mut j = self.next;
+        loop {
+            let Some(expected) = self.events.get(j) else {
+                return Err(fail(
+                    FailureClass::OrderViolation,
+                    format!("unexpected `{kind}` after the expected events"),
+                ));
+            };
+            if kind_of(expected) == kind {
+                check_fields(expected, frame)?;
+                let first = !self.matched[j];
+                self.matched[j] = true;
+                let repeat = matches!(expected, EventExpectation::Detailed(d) if d.repeat);
+                self.next = if repeat { j } else { j + 1 };
+                return Ok(first);
+            }
+            if self.skippable(j) {
+                j += 1;
+                continue;
+            }
+            let missing = kind_of(expected);
+            if self.events[j + 1..].iter().any(|e| kind_of(e) == kind) {
+                // Missing, or only out of order: the frames that follow tell.
+                self.skipped = Some((missing.to_owned(), kind.to_owned()));
+                return Ok(false);
+            }
+            return Err(fail(
+                FailureClass::OrderViolation,
+                format!("expected `{missing}`, received `{kind}`"),
+            ));
+        }
+    }
 }
 
 fn transport_of(name: TransportName) -> Transport {
@@ -518,196 +674,142 @@ impl Journey<'_> {
         self.conn()?.send_text(text).await.map_err(client_failure)
     }
 
+    /// Waits for the step's events in order (or for the error frame it expects instead).
     async fn expect(&mut self, step: &ExpectStep) -> Result<(), Failure> {
         let deadline = Instant::now() + step.timeout.unwrap_or(self.ctx.timeout * 3);
-        let profile = self.ctx.profile;
-        let events = &step.events;
-        let mut next = 0;
-        let mut matched = vec![false; events.len()];
-        let done = |next: usize, matched: &[bool]| {
-            events[next..].iter().enumerate().all(|(i, e)| match e {
-                EventExpectation::Type(_) => false,
-                EventExpectation::Detailed(d) => d.optional || (d.repeat && matched[next + i]),
-            })
-        };
-        let error_wanted = step.error.as_deref();
-        // When the wait for `events[next]` began; its own timeout counts from there, whatever
-        // other frames (pongs, re-sends, other runs) arrive meanwhile.
-        let mut waiting_since = (usize::MAX, Instant::now());
-        // Set once the awaited event is overdue: (its kind, its timeout). It is still awaited
-        // until the step's deadline, so a late event is told apart from a missing one.
-        let mut overdue: Option<(String, Duration)> = None;
-        // Set when an event arrived before one expected earlier: (missing, arrived). Reading
-        // on tells an order violation (the missing one comes after all) from a missing event.
-        let mut skipped: Option<(String, String)> = None;
+        let mut progress = Progress::new(step, deadline);
         loop {
-            if skipped.is_none()
-                && error_wanted.is_none()
-                && (next >= events.len() || done(next, &matched))
-            {
+            if progress.done() {
                 return Ok(());
             }
-            let waiting_for = events.get(next).map_or("error", kind_of);
-            if waiting_since.0 != next {
-                waiting_since = (next, Instant::now());
-                self.waiting_for = Some(waiting_for.to_owned());
-            }
-            let per_event = events
-                .get(next)
-                .and_then(timeout_of)
-                .unwrap_or(self.ctx.timeout);
-            let until = match &overdue {
-                Some(_) => deadline,
-                None => deadline.min(waiting_since.1 + per_event),
-            };
-            let wait = until.saturating_duration_since(Instant::now());
-            let frame = match self.conn()?.next_frame(wait).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    let close = self.conn()?.close_text();
-                    return Err(fail(
-                        FailureClass::ConnectionClosed,
-                        format!("the server closed with {close} before `{waiting_for}`"),
-                    ));
-                }
-                Err(e) if e.class == FailureClass::Timeout => {
-                    if let Some((missing, arrived)) = skipped {
-                        return Err(fail(
-                            FailureClass::MissingEvent(missing.clone()),
-                            format!("`{arrived}` arrived but `{missing}` before it never did"),
-                        ));
-                    }
-                    if overdue.is_none() && Instant::now() < deadline {
-                        overdue = Some((waiting_for.to_owned(), per_event));
-                        continue;
-                    }
-                    let waited = waiting_since.1.elapsed();
-                    return Err(fail(
-                        FailureClass::MissingEvent(waiting_for.to_owned()),
-                        format!("`{waiting_for}` did not arrive within {waited:.1?}"),
-                    ));
-                }
-                Err(mut e) => {
-                    e.message = format!("{} (waiting for `{waiting_for}`)", e.message);
-                    return Err(client_failure(e));
-                }
-            };
-            let Some(kind) = profile.frame_type(&frame) else {
+            let Some(frame) = self.next_awaited_frame(&mut progress).await? else {
                 continue;
             };
-            if step.ignore.iter().any(|i| i == kind) {
-                continue;
-            }
-            let settings = &profile.target;
-            if settings.ack()
-                && let Some(seq) = profile.seq(&frame)
-            {
-                let ack = json!({ "type": "ack", "seq": seq });
-                self.conn()?.send_json(&ack).await.map_err(client_failure)?;
-            }
-            if kind == settings.error_type() {
-                let code = lookup(&frame, settings.error_code())
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                return match error_wanted {
-                    Some(want) if want == code => Ok(()),
-                    _ => Err(mismatch(format!(
-                        "error frame `{code}` while waiting for `{waiting_for}`: {frame}"
-                    ))),
-                };
-            }
-            if error_wanted.is_some()
-                || (profile.is_ignored(kind) && !events.iter().any(|e| kind_of(e) == kind))
-            {
-                continue;
-            }
-            // Only this journey's run counts; other runs of the same user may interleave.
-            if self.place(kind, &frame) != Place::Mine {
-                continue;
-            }
-            if frame.get("redelivery") == Some(&Value::Bool(true)) {
-                continue;
-            }
-            if let Some(seq) = profile.seq(&frame) {
-                self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
-            }
-            self.outcome
-                .timings
-                .first_event
-                .get_or_insert(self.started.elapsed());
-            if let Some((missing, arrived)) = &skipped {
-                // Two neighbours swapped: the missing event is the very next one of the run.
-                // Anything else means it is missing (a later event of the same type belongs
-                // to a later step).
-                return Err(if kind == missing {
-                    fail(
-                        FailureClass::OrderViolation,
-                        format!("`{missing}` arrived after `{arrived}`, which must follow it"),
-                    )
-                } else {
-                    fail(
-                        FailureClass::MissingEvent(missing.clone()),
-                        format!("`{arrived}` arrived but `{missing}` before it never did"),
-                    )
-                });
-            }
-            if let Some((late, timeout)) = &overdue
-                && kind == late
-            {
-                let waited = waiting_since.1.elapsed();
-                return Err(fail(
-                    FailureClass::Timeout,
-                    format!("`{late}` arrived after {waited:.1?}, beyond its {timeout:?} timeout"),
-                ));
-            }
-            // Match against the expectations, skipping optional ones and finished repeats.
-            let mut j = next;
-            loop {
-                let Some(expected) = events.get(j) else {
-                    return Err(fail(
-                        FailureClass::OrderViolation,
-                        format!("unexpected `{kind}` after the expected events"),
-                    ));
-                };
-                if kind_of(expected) == kind {
-                    check_fields(expected, &frame)?;
-                    if !matched[j] {
-                        self.outcome
-                            .events
-                            .push((kind.to_owned(), Some(self.started.elapsed())));
-                    }
-                    matched[j] = true;
-                    let repeat = matches!(expected, EventExpectation::Detailed(d) if d.repeat);
-                    next = if repeat { j } else { j + 1 };
-                    break;
-                }
-                let skippable = match expected {
-                    EventExpectation::Type(_) => false,
-                    EventExpectation::Detailed(d) => d.optional || (d.repeat && matched[j]),
-                };
-                if skippable {
-                    j += 1;
-                    continue;
-                }
-                let missing = kind_of(expected);
-                if events[j + 1..].iter().any(|e| kind_of(e) == kind) {
-                    // Missing, or only out of order: the frames that follow tell.
-                    skipped = Some((missing.to_owned(), kind.to_owned()));
-                    break;
-                }
-                return Err(fail(
-                    FailureClass::OrderViolation,
-                    format!("expected `{missing}`, received `{kind}`"),
-                ));
-            }
-            if kind == "agent_completed" {
-                self.outcome
-                    .timings
-                    .agent_completed
-                    .get_or_insert(self.started.elapsed());
-                self.outcome.answer = lookup(&frame, settings.answer_root()).cloned();
+            match self.screen(step, &progress, &frame).await? {
+                Screened::Skip => {}
+                Screened::ErrorWanted => return Ok(()),
+                Screened::Event(kind) => self.take_event(&mut progress, kind, &frame)?,
             }
         }
+    }
+
+    /// The next frame within the awaited event's own timeout, or within the step's deadline
+    /// once that event is overdue; `None` when it just became overdue and the wait goes on.
+    async fn next_awaited_frame(
+        &mut self,
+        progress: &mut Progress<'_>,
+    ) -> Result<Option<Value>, Failure> {
+        let waiting_for = progress.waiting_for();
+        if progress.waiting_since.0 != progress.next {
+            progress.waiting_since = (progress.next, Instant::now());
+            self.waiting_for = Some(waiting_for.to_owned());
+        }
+        let per_event = (progress.events.get(progress.next))
+            .and_then(timeout_of)
+            .unwrap_or(self.ctx.timeout);
+        let until = match &progress.overdue {
+            Some(_) => progress.deadline,
+            None => progress.deadline.min(progress.waiting_since.1 + per_event),
+        };
+        let wait = until.saturating_duration_since(Instant::now());
+        match self.conn()?.next_frame(wait).await {
+            Ok(Some(frame)) => Ok(Some(frame)),
+            Ok(None) => {
+                let close = self.conn()?.close_text();
+                Err(fail(
+                    FailureClass::ConnectionClosed,
+                    format!("the server closed with {close} before `{waiting_for}`"),
+                ))
+            }
+            Err(e) if e.class == FailureClass::Timeout => {
+                progress.timed_out(per_event).map(|()| None)
+            }
+            Err(mut e) => {
+                e.message = format!("{} (waiting for `{waiting_for}`)", e.message);
+                Err(client_failure(e))
+            }
+        }
+    }
+
+    /// Whether a frame counts for the step: frames without a type, ignored ones and other
+    /// runs' pass by; an error frame ends the step (as expected, or as a mismatch). Acks
+    /// every frame with a `seq` when the platform wants acks.
+    async fn screen<'f>(
+        &mut self,
+        step: &ExpectStep,
+        progress: &Progress<'_>,
+        frame: &'f Value,
+    ) -> Result<Screened<'f>, Failure> {
+        let profile = self.ctx.profile;
+        let Some(kind) = profile.frame_type(frame) else {
+            return Ok(Screened::Skip);
+        };
+        if step.ignore.iter().any(|i| i == kind) {
+            return Ok(Screened::Skip);
+        }
+        let settings = &profile.target;
+        if settings.ack()
+            && let Some(seq) = profile.seq(frame)
+        {
+            let ack = json!({ "type": "ack", "seq": seq });
+            self.conn()?.send_json(&ack).await.map_err(client_failure)?;
+        }
+        if kind == settings.error_type() {
+            let code = lookup(frame, settings.error_code())
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return match progress.error_wanted {
+                Some(want) if want == code => Ok(Screened::ErrorWanted),
+                _ => Err(mismatch(format!(
+                    "error frame `{code}` while waiting for `{}`: {frame}",
+                    progress.waiting_for()
+                ))),
+            };
+        }
+        let expected = progress.events.iter().any(|e| kind_of(e) == kind);
+        if progress.error_wanted.is_some() || (profile.is_ignored(kind) && !expected) {
+            return Ok(Screened::Skip);
+        }
+        // Only this journey's run counts; other runs of the same user may interleave.
+        if self.place(kind, frame) != Place::Mine {
+            return Ok(Screened::Skip);
+        }
+        if frame.get("redelivery") == Some(&Value::Bool(true)) {
+            return Ok(Screened::Skip);
+        }
+        Ok(Screened::Event(kind))
+    }
+
+    /// An event of this journey's run: its `seq` and time are kept, an earlier event that was
+    /// late or out of order is settled by it, and it takes its place among the expected ones.
+    fn take_event(
+        &mut self,
+        progress: &mut Progress<'_>,
+        kind: &str,
+        frame: &Value,
+    ) -> Result<(), Failure> {
+        let profile = self.ctx.profile;
+        if let Some(seq) = profile.seq(frame) {
+            self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+        }
+        self.outcome
+            .timings
+            .first_event
+            .get_or_insert(self.started.elapsed());
+        progress.settle(kind)?;
+        if progress.advance(kind, frame)? {
+            self.outcome
+                .events
+                .push((kind.to_owned(), Some(self.started.elapsed())));
+        }
+        if kind == "agent_completed" {
+            self.outcome
+                .timings
+                .agent_completed
+                .get_or_insert(self.started.elapsed());
+            self.outcome.answer = lookup(frame, profile.target.answer_root()).cloned();
+        }
+        Ok(())
     }
 
     /// Where `frame` belongs. The run's ids are learnt from its first `agent_started` after
@@ -770,48 +872,16 @@ impl Journey<'_> {
         }
     }
 
+    /// Checks the `agent_completed` answer: its text, its fields, numbers near the fixture
+    /// truth, its length, and that it leaks no internals.
     fn expect_response(&mut self, step: &ResponseStep) -> Result<(), Failure> {
         let answer = self
             .outcome
             .answer
             .clone()
             .ok_or_else(|| mismatch("no agent_completed answer to check: expect it first"))?;
-        let needs_text = !(step.contains.is_empty()
-            && step.not_contains.is_empty()
-            && step.regex.is_empty()
-            && step.min_length.is_none());
-        let paths = self.ctx.profile.target.answer_text();
-        let found = paths
-            .iter()
-            .find_map(|p| lookup(&answer, p).and_then(Value::as_str));
-        let text = match found {
-            Some(text) => text,
-            // An absent answer must not pass `not_contains` as if it were empty.
-            None if needs_text => {
-                return Err(mismatch(format!(
-                    "the answer has no text at `{}`: {answer}",
-                    paths.join("` or `")
-                )));
-            }
-            None => "",
-        };
-        for needle in &step.contains {
-            if !text.contains(needle.as_str()) {
-                return Err(mismatch(format!("the answer does not contain `{needle}`")));
-            }
-        }
-        for needle in &step.not_contains {
-            if text.contains(needle.as_str()) {
-                return Err(mismatch(format!("the answer contains `{needle}`")));
-            }
-        }
-        for pattern in &step.regex {
-            let regex = regex::Regex::new(pattern)
-                .map_err(|e| mismatch(format!("invalid regex `{pattern}`: {e}")))?;
-            if !regex.is_match(text) {
-                return Err(mismatch(format!("the answer does not match /{pattern}/")));
-            }
-        }
+        let text = self.answer_text(step, &answer)?;
+        check_needles(step, text)?;
         for (path, want) in &step.json {
             let got = lookup(&answer, path);
             if got != Some(want) {
@@ -821,30 +891,7 @@ impl Journey<'_> {
                 )));
             }
         }
-        for near in &step.near_truth {
-            let truth = self
-                .ctx
-                .truth
-                .and_then(|t| lookup(t, &near.truth))
-                .and_then(Value::as_f64)
-                .ok_or_else(|| {
-                    mismatch(format!(
-                        "no fixture truth `{}` for {}",
-                        near.truth, self.outcome.identity.email
-                    ))
-                })?;
-            let got = lookup(&answer, &near.path)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| {
-                    mismatch(format!("`{}` is not a number in the answer", near.path))
-                })?;
-            if (got - truth).abs() > near.tolerance {
-                return Err(mismatch(format!(
-                    "`{}` is {got}, the truth is {truth} (tolerance {})",
-                    near.path, near.tolerance
-                )));
-            }
-        }
+        self.check_near_truth(step, &answer)?;
         if let Some(min) = step.min_length
             && text.chars().count() < min
         {
@@ -859,6 +906,57 @@ impl Journey<'_> {
                 if let Some(leak) = leaked_internals(&haystack) {
                     return Err(mismatch(format!("the answer leaks internals: {leak}")));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer's text where the profile says it is; empty when absent and no check reads
+    /// it, a mismatch when one does (an absent answer must not pass `not_contains`).
+    fn answer_text<'v>(&self, step: &ResponseStep, answer: &'v Value) -> Result<&'v str, Failure> {
+        let needs_text = !(step.contains.is_empty()
+            && step.not_contains.is_empty()
+            && step.regex.is_empty()
+            && step.min_length.is_none());
+        let paths = self.ctx.profile.target.answer_text();
+        let found = paths
+            .iter()
+            .find_map(|p| lookup(answer, p).and_then(Value::as_str));
+        match found {
+            Some(text) => Ok(text),
+            None if needs_text => Err(mismatch(format!(
+                "the answer has no text at `{}`: {answer}",
+                paths.join("` or `")
+            ))),
+            None => Ok(""),
+        }
+    }
+
+    /// `near_truth`: numbers in the answer within their tolerance of the user's fixture
+    /// truth.
+    fn check_near_truth(&self, step: &ResponseStep, answer: &Value) -> Result<(), Failure> {
+        for near in &step.near_truth {
+            let truth = self
+                .ctx
+                .truth
+                .and_then(|t| lookup(t, &near.truth))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    mismatch(format!(
+                        "no fixture truth `{}` for {}",
+                        near.truth, self.outcome.identity.email
+                    ))
+                })?;
+            let got = lookup(answer, &near.path)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    mismatch(format!("`{}` is not a number in the answer", near.path))
+                })?;
+            if (got - truth).abs() > near.tolerance {
+                return Err(mismatch(format!(
+                    "`{}` is {got}, the truth is {truth} (tolerance {})",
+                    near.path, near.tolerance
+                )));
             }
         }
         Ok(())
@@ -994,8 +1092,30 @@ impl Journey<'_> {
     }
 }
 
+/// `contains`, `not_contains` and `regex` over the answer's text.
+fn check_needles(step: &ResponseStep, text: &str) -> Result<(), Failure> {
+    for needle in &step.contains {
+        if !text.contains(needle.as_str()) {
+            return Err(mismatch(format!("the answer does not contain `{needle}`")));
+        }
+    }
+    for needle in &step.not_contains {
+        if text.contains(needle.as_str()) {
+            return Err(mismatch(format!("the answer contains `{needle}`")));
+        }
+    }
+    for pattern in &step.regex {
+        let regex = regex::Regex::new(pattern)
+            .map_err(|e| mismatch(format!("invalid regex `{pattern}`: {e}")))?;
+        if !regex.is_match(text) {
+            return Err(mismatch(format!("the answer does not match /{pattern}/")));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `metric` in a Prometheus text exposition against `bound` (`< 5e8`, `>= 1`).
-fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), String> {
+fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), RunError> {
     let value: f64 = exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -1003,15 +1123,20 @@ fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), Strin
             let (name, value) = l.rsplit_once(' ')?;
             (name == metric).then(|| value.parse().ok()).flatten()
         })
-        .ok_or_else(|| format!("no metric `{metric}`"))?;
+        .ok_or_else(|| RunError::NoMetric {
+            metric: metric.to_owned(),
+        })?;
     let bound = bound.trim();
     let (op, number) = ["<=", ">=", "<", ">", "=="]
         .iter()
         .find_map(|op| bound.strip_prefix(op).map(|n| (*op, n.trim())))
-        .ok_or_else(|| format!("bound `{bound}` must start with < <= > >= or =="))?;
-    let limit: f64 = number
-        .parse()
-        .map_err(|_| format!("bound `{bound}`: `{number}` is not a number"))?;
+        .ok_or_else(|| RunError::BoundWithoutOperator {
+            bound: bound.to_owned(),
+        })?;
+    let limit: f64 = number.parse().map_err(|_| RunError::BoundNotANumber {
+        bound: bound.to_owned(),
+        number: number.to_owned(),
+    })?;
     let holds = match op {
         "<=" => value <= limit,
         ">=" => value >= limit,
@@ -1022,7 +1147,12 @@ fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), Strin
     if holds {
         Ok(())
     } else {
-        Err(format!("`{metric}` is {value}, expected {op} {limit}"))
+        Err(RunError::MetricOutOfBound {
+            metric: metric.to_owned(),
+            value,
+            op,
+            limit,
+        })
     }
 }
 
@@ -1067,7 +1197,7 @@ fn check_fields(expectation: &EventExpectation, frame: &Value) -> Result<(), Fai
 
 #[cfg(test)]
 mod tests {
-    use super::{check_metric, leaked_internals};
+    use super::{RunError, check_metric, leaked_internals};
 
     #[test]
     fn leaks_of_five_languages_are_recognised_and_plain_answers_are_not() {
@@ -1109,7 +1239,14 @@ mod tests {
                     apex_ws_connections_closed_total{code=\"1000\"} 3\n";
         assert!(check_metric(text, "process_resident_memory_bytes", "< 1e9").is_ok());
         let over = check_metric(text, "process_resident_memory_bytes", "<= 1000").unwrap_err();
-        assert!(over.contains("is 52428800"), "{over}");
+        assert!(
+            matches!(over, RunError::MetricOutOfBound { value, .. } if value == 52428800.0),
+            "{over}"
+        );
+        assert_eq!(
+            over.to_string(),
+            "`process_resident_memory_bytes` is 52428800, expected <= 1000"
+        );
         assert!(
             check_metric(
                 text,
@@ -1118,11 +1255,13 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(
-            check_metric(text, "missing", "< 1")
-                .unwrap_err()
-                .contains("no metric")
-        );
-        assert!(check_metric(text, "process_resident_memory_bytes", "about 5").is_err());
+        assert!(matches!(
+            check_metric(text, "missing", "< 1"),
+            Err(RunError::NoMetric { .. })
+        ));
+        assert!(matches!(
+            check_metric(text, "process_resident_memory_bytes", "about 5"),
+            Err(RunError::BoundWithoutOperator { .. })
+        ));
     }
 }

@@ -2,6 +2,7 @@
 //! is reported as `path:line:col`, the line with a caret, and one line on how to fix it.
 //! Parsing does no I/O beyond reading the file and never touches the network.
 
+mod error;
 pub(crate) mod model;
 
 use std::fmt;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
+pub use error::ScenarioError;
 pub use model::*;
 
 use crate::profile::Profile;
@@ -243,73 +245,20 @@ fn find_in(
         .unwrap_or(fallback)
 }
 
+/// A problem of one step: the text to point at, the message, the hint.
+type StepProblem = (&'static str, String, &'static str);
+
 /// Steps that could never fail: they check nothing, so a run would pass by accident.
 fn vacuous_checks(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnostic> {
-    // (step, text to point at, message, hint); located only when there is something to say,
-    // since locating re-reads the file.
-    let mut found: Vec<(usize, &str, String, &str)> = Vec::new();
+    // Located only when there is something to say, since locating re-reads the file.
+    let mut found: Vec<(usize, StepProblem)> = Vec::new();
     for (index, step) in scenario.steps.iter().enumerate() {
-        match step {
-            Step::Expect(e) => {
-                if e.events.is_empty() && e.error.is_none() {
-                    found.push((
-                        index,
-                        "expect",
-                        "this `expect` step expects no event and no error: it checks nothing"
-                            .into(),
-                        "list the events that must arrive (`events: [agent_started, …]`) or the \
-                         error code (`error: INVALID_JSON`)",
-                    ));
-                }
-                for event in &e.events {
-                    let kind = match event {
-                        EventExpectation::Type(kind) => kind,
-                        EventExpectation::Detailed(d) => &d.kind,
-                    };
-                    if e.ignore.contains(kind) {
-                        found.push((
-                            index,
-                            "ignore",
-                            format!("`{kind}` is both expected and in `ignore`"),
-                            "an ignored frame type can never match: remove it from one list",
-                        ));
-                    }
-                }
-            }
-            Step::ExpectResponse(r) => {
-                let checks_nothing = r.contains.is_empty()
-                    && r.not_contains.is_empty()
-                    && r.regex.is_empty()
-                    && r.json.is_empty()
-                    && r.near_truth.is_empty()
-                    && r.min_length.is_none()
-                    && !r.no_leaked_internals;
-                if checks_nothing {
-                    found.push((
-                        index,
-                        "expect_response",
-                        "this `expect_response` step has no check: it passes any answer".into(),
-                        "add at least one of contains, not_contains, regex, json, near_truth, \
-                         min_length, no_leaked_internals",
-                    ));
-                }
-                for near in &r.near_truth {
-                    if !(near.tolerance.is_finite() && near.tolerance >= 0.0) {
-                        found.push((
-                            index,
-                            "tolerance",
-                            format!(
-                                "tolerance {} of `{}` is not a number ≥ 0",
-                                near.tolerance, near.path
-                            ),
-                            "a tolerance is the largest allowed difference from the truth: \
-                             0 or more, e.g. 0.01",
-                        ));
-                    }
-                }
-            }
-            _ => {}
-        }
+        let problems = match step {
+            Step::Expect(e) => vacuous_expect(e),
+            Step::ExpectResponse(r) => vacuous_response(r),
+            _ => continue,
+        };
+        found.extend(problems.into_iter().map(|p| (index, p)));
     }
     if found.is_empty() {
         return Vec::new();
@@ -317,12 +266,73 @@ fn vacuous_checks(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnos
     let extents = step_extents(source, scenario.steps.len());
     found
         .into_iter()
-        .map(|(index, needle, message, hint)| {
+        .map(|(index, (needle, message, hint))| {
             let (line, column, next) = extents[index];
             let (l, c) = find_in(source, (line, next), needle, (line, column));
             diagnostic(path, source, l, c, message, hint)
         })
         .collect()
+}
+
+/// An `expect` that awaits nothing, or expects an event it also ignores.
+fn vacuous_expect(e: &ExpectStep) -> Vec<StepProblem> {
+    let mut found = Vec::new();
+    if e.events.is_empty() && e.error.is_none() {
+        found.push((
+            "expect",
+            "this `expect` step expects no event and no error: it checks nothing".into(),
+            "list the events that must arrive (`events: [agent_started, …]`) or the error code \
+             (`error: INVALID_JSON`)",
+        ));
+    }
+    for event in &e.events {
+        let kind = match event {
+            EventExpectation::Type(kind) => kind,
+            EventExpectation::Detailed(d) => &d.kind,
+        };
+        if e.ignore.contains(kind) {
+            found.push((
+                "ignore",
+                format!("`{kind}` is both expected and in `ignore`"),
+                "an ignored frame type can never match: remove it from one list",
+            ));
+        }
+    }
+    found
+}
+
+/// An `expect_response` without a check, or with a tolerance that cannot hold.
+fn vacuous_response(r: &ResponseStep) -> Vec<StepProblem> {
+    let mut found = Vec::new();
+    let checks_nothing = r.contains.is_empty()
+        && r.not_contains.is_empty()
+        && r.regex.is_empty()
+        && r.json.is_empty()
+        && r.near_truth.is_empty()
+        && r.min_length.is_none()
+        && !r.no_leaked_internals;
+    if checks_nothing {
+        found.push((
+            "expect_response",
+            "this `expect_response` step has no check: it passes any answer".into(),
+            "add at least one of contains, not_contains, regex, json, near_truth, min_length, \
+             no_leaked_internals",
+        ));
+    }
+    for near in &r.near_truth {
+        if !(near.tolerance.is_finite() && near.tolerance >= 0.0) {
+            found.push((
+                "tolerance",
+                format!(
+                    "tolerance {} of `{}` is not a number ≥ 0",
+                    near.tolerance, near.path
+                ),
+                "a tolerance is the largest allowed difference from the truth: 0 or more, e.g. \
+                 0.01",
+            ));
+        }
+    }
+    found
 }
 
 /// `near_truth` keys that no fixture truth has, found before the run (they would fail every
@@ -455,7 +465,44 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
         vec![diagnostic(path, source, line, column, message, hint)]
     })?;
     let mut problems = Vec::new();
+    let profile = scenario_profile(path, source, &scenario, &mut problems);
+    let thresholds = scenario_thresholds(path, source, &scenario, &mut problems);
+    problems.extend(unknown_faults(path, source, &scenario));
+    if scenario.steps.is_empty() {
+        problems.push(diagnostic(
+            path,
+            source,
+            source_lines(source)
+                .iter()
+                .position(|l| l.starts_with("steps"))
+                .map_or(1, |i| i + 1),
+            1,
+            "a scenario needs at least one step".into(),
+            &format!("add steps; they are: {STEP_NAMES}"),
+        ));
+    }
+    problems.extend(vacuous_checks(path, source, &scenario));
+    problems.extend(load_problems(path, source, &scenario));
+    if problems.is_empty() {
+        Ok(ScenarioFile {
+            path: path.to_owned(),
+            scenario,
+            profile,
+            thresholds,
+        })
+    } else {
+        Err(problems)
+    }
+}
 
+/// The scenario's profile with its `fields:` and `target:` over it; an unknown or broken
+/// profile is a problem, and `apex` stands in so the rest of the file is still checked.
+fn scenario_profile(
+    path: &Path,
+    source: &str,
+    scenario: &Scenario,
+    problems: &mut Vec<Diagnostic>,
+) -> Profile {
     let profile = match &scenario.profile {
         None => Profile::apex(),
         Some(name) => match resolve_profile(path, &name.value) {
@@ -479,10 +526,19 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
             }
         },
     };
-
     let mut profile = with_fields(profile, &scenario.fields);
     profile.target = profile.target.over(&scenario.target);
+    profile
+}
 
+/// The scenario's thresholds; each one that does not parse is a problem pointing at the
+/// column inside its expression.
+fn scenario_thresholds(
+    path: &Path,
+    source: &str,
+    scenario: &Scenario,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<threshold::Threshold> {
     let mut thresholds = Vec::new();
     for (metric, expressions) in &scenario.thresholds {
         for expression in expressions {
@@ -496,12 +552,17 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
             }
         }
     }
+    thresholds
+}
 
+/// `fault` steps naming a fault that `faults:` does not declare.
+fn unknown_faults(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnostic> {
     let names: Vec<&str> = scenario
         .faults
         .iter()
         .filter_map(|f| f.name.as_deref())
         .collect();
+    let mut problems = Vec::new();
     for step in &scenario.steps {
         if let Step::Fault(f) = step
             && !names.contains(&f.name.as_str())
@@ -520,20 +581,12 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
             ));
         }
     }
-    if scenario.steps.is_empty() {
-        problems.push(diagnostic(
-            path,
-            source,
-            source_lines(source)
-                .iter()
-                .position(|l| l.starts_with("steps"))
-                .map_or(1, |i| i + 1),
-            1,
-            "a scenario needs at least one step".into(),
-            &format!("add steps; they are: {STEP_NAMES}"),
-        ));
-    }
-    problems.extend(vacuous_checks(path, source, &scenario));
+    problems
+}
+
+/// A `load` that would start no journey, or that says both how many and how long.
+fn load_problems(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
     if scenario.load.iterations == Some(0) || scenario.load.vus == 0 {
         let key = if scenario.load.vus == 0 {
             "vus"
@@ -568,17 +621,7 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
             "give one: a number of journeys per virtual user, or how long to keep starting them",
         ));
     }
-
-    if problems.is_empty() {
-        Ok(ScenarioFile {
-            path: path.to_owned(),
-            scenario,
-            profile,
-            thresholds,
-        })
-    } else {
-        Err(problems)
-    }
+    problems
 }
 
 /// Reads and parses a scenario file.

@@ -509,21 +509,27 @@ pub struct CloseStep {
 }
 
 /// Parses `250ms`, `2s`, `1.5s`, `3m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, super::ScenarioError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("`{text}` is not a duration: use a number and a unit, like 500ms, 2s or 1m")
-    })?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| super::ScenarioError::NotADuration {
+            text: text.to_owned(),
+        })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("`{text}` has no known unit: use ms, s, m or h")),
+        _ => {
+            return Err(super::ScenarioError::UnknownUnit {
+                text: text.to_owned(),
+            });
+        }
     };
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -558,10 +564,16 @@ mod tests {
 
     #[test]
     fn durations_take_the_usual_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(matches!(
+            parse_duration("5 parsecs"),
+            Err(super::super::ScenarioError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            parse_duration("fast"),
+            Err(super::super::ScenarioError::NotADuration { .. })
+        ));
     }
 }

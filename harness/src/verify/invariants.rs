@@ -49,26 +49,7 @@ fn identity_of(frame: &Value) -> String {
 
 /// Checks one connection's transcript against the profile's invariants.
 pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failure> {
-    let mut failures = Vec::new();
-    if transcript.close_code == Some(1011) {
-        failures.push(Failure::new(
-            FailureClass::Ws1011,
-            "the server closed the connection with 1011 (internal error)",
-            None,
-        ));
-    }
-    // Where the stream stood when the connection opened: the first event must follow it.
-    let mut last_seq: Option<u64> = transcript.resumed_after.or_else(|| {
-        transcript
-            .frames
-            .iter()
-            .find(|f| profile.frame_type(&f.value) == Some("connection_established"))
-            .and_then(|f| f.value.get("last_seq")?.as_u64())
-    });
-    let mut seen_seqs: HashSet<u64> = HashSet::new();
-    let mut seen_frames: HashSet<String> = HashSet::new();
-    let mut runs: HashMap<String, RunState> = HashMap::new();
-
+    let mut check = Check::new(profile, transcript);
     for (index, frame) in transcript.frames.iter().enumerate() {
         let value = &frame.value;
         let Some(kind) = profile.frame_type(value) else {
@@ -79,86 +60,146 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
             continue;
         }
         let at = Some(index);
+        if check.sequence(kind, value, seq, at) {
+            check.run_structure(kind, value, at);
+        }
+    }
+    check.failures
+}
 
-        // Sequence numbers and duplicates.
+/// What [`check_connection`] has seen so far of one connection, and what it found.
+struct Check<'p> {
+    profile: &'p Profile,
+    failures: Vec<Failure>,
+    /// The highest `seq` so far (or where the stream stood when the connection opened).
+    last_seq: Option<u64>,
+    seen_seqs: HashSet<u64>,
+    /// Events without a `seq`, by identity, to tell a duplicate.
+    seen_frames: HashSet<String>,
+    runs: HashMap<String, RunState>,
+}
+
+impl<'p> Check<'p> {
+    /// Starts with how the connection ended (a close 1011 fails it whatever it received) and
+    /// where the stream stood when it opened: the first event must follow that.
+    fn new(profile: &'p Profile, transcript: &Transcript) -> Self {
+        let mut failures = Vec::new();
+        if transcript.close_code == Some(1011) {
+            failures.push(Failure::new(
+                FailureClass::Ws1011,
+                "the server closed the connection with 1011 (internal error)",
+                None,
+            ));
+        }
+        let last_seq = transcript.resumed_after.or_else(|| {
+            transcript
+                .frames
+                .iter()
+                .find(|f| profile.frame_type(&f.value) == Some("connection_established"))
+                .and_then(|f| f.value.get("last_seq")?.as_u64())
+        });
+        Self {
+            profile,
+            failures,
+            last_seq,
+            seen_seqs: HashSet::new(),
+            seen_frames: HashSet::new(),
+            runs: HashMap::new(),
+        }
+    }
+
+    fn fail(&mut self, class: FailureClass, message: String, at: Option<usize>) {
+        self.failures.push(Failure::new(class, message, at));
+    }
+
+    /// Sequence numbers and duplicates; `false` when the frame is a redelivery or a
+    /// duplicate, which the run structure does not count again.
+    fn sequence(&mut self, kind: &str, value: &Value, seq: Option<u64>, at: Option<usize>) -> bool {
         match seq {
             Some(seq) if is_redelivery(value) => {
-                if !seen_seqs.contains(&seq) {
-                    failures.push(Failure::new(
+                if !self.seen_seqs.contains(&seq) {
+                    self.fail(
                         FailureClass::SeqGap,
                         format!("redelivery of seq {seq}, whose first send never arrived"),
                         at,
-                    ));
-                    seen_seqs.insert(seq);
+                    );
+                    self.seen_seqs.insert(seq);
                 }
                 // A marked redelivery of a known event is allowed and not re-checked.
-                continue;
+                false
             }
             Some(seq) => {
-                if !seen_seqs.insert(seq) {
-                    failures.push(Failure::new(
+                if !self.seen_seqs.insert(seq) {
+                    self.fail(
                         FailureClass::DuplicateEvent,
                         format!("seq {seq} arrived again without `redelivery: true`"),
                         at,
-                    ));
-                    continue;
+                    );
+                    return false;
                 }
-                match last_seq {
-                    Some(last) if seq <= last => failures.push(Failure::new(
+                match self.last_seq {
+                    Some(last) if seq <= last => self.fail(
                         FailureClass::OrderViolation,
                         format!("seq {seq} arrived after seq {last}"),
                         at,
-                    )),
-                    Some(last) if seq > last + 1 => failures.push(Failure::new(
+                    ),
+                    Some(last) if seq > last + 1 => self.fail(
                         FailureClass::SeqGap,
                         format!(
                             "seq {seq} follows seq {last}: {} event(s) missing",
                             seq - last - 1
                         ),
                         at,
-                    )),
+                    ),
                     _ => {}
                 }
-                last_seq = Some(last_seq.map_or(seq, |last| last.max(seq)));
+                self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
+                true
             }
             None => {
-                if profile.require_seq {
-                    failures.push(Failure::new(
+                if self.profile.require_seq {
+                    self.fail(
                         FailureClass::SeqGap,
                         format!("`{kind}` event without a seq"),
                         at,
-                    ));
+                    );
                 }
-                if !seen_frames.insert(identity_of(value)) {
-                    failures.push(Failure::new(
+                if !self.seen_frames.insert(identity_of(value)) {
+                    self.fail(
                         FailureClass::DuplicateEvent,
                         format!("`{kind}` arrived twice, identical"),
                         at,
-                    ));
-                    continue;
+                    );
+                    return false;
                 }
+                true
             }
         }
+    }
 
-        // Run structure.
+    /// Run structure: an event belongs to a run that has not completed, `agent_started`
+    /// opens it (once, unless agents nest), the other events go on in it.
+    fn run_structure(&mut self, kind: &str, value: &Value, at: Option<usize>) {
+        let profile = self.profile;
         let Some(run_id) = profile.run_id(value) else {
             if profile.require_seq {
-                failures.push(Failure::new(
+                self.fail(
                     FailureClass::OrderViolation,
                     format!("`{kind}` event without a run_id"),
                     at,
-                ));
+                );
             }
-            continue;
+            return;
         };
-        let run = runs.entry(run_id.to_owned()).or_default();
+        let run = self.runs.entry(run_id.to_owned()).or_default();
+        let failures = &mut self.failures;
         if run.completed {
             failures.push(Failure::new(
                 FailureClass::OrderViolation,
                 format!("`{kind}` of run {run_id} after its agent_completed"),
                 at,
             ));
-            continue;
+            return;
         }
         match kind {
             "agent_started" => {
@@ -176,12 +217,11 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
             _ if run.depth == 0 => {
                 run.joined = true;
                 run.depth = 1;
-                finish_event(kind, value, run, run_id, profile, at, &mut failures);
+                finish_event(kind, value, run, run_id, profile, at, failures);
             }
-            _ => finish_event(kind, value, run, run_id, profile, at, &mut failures),
+            _ => finish_event(kind, value, run, run_id, profile, at, failures),
         }
     }
-    failures
 }
 
 /// Tool pairing and the end of a run, for an event of a run that has started.

@@ -1,13 +1,18 @@
-//! Reports of a run: the end-of-run summary for a terminal or CI log, and the versioned JSON
-//! document (`--json PATH`, schema in docs/scenarios.md).
+//! Reports of a run: the end-of-run summary for a terminal or CI log, the versioned JSON
+//! document (`--json PATH`, schema in docs/scenarios.md), JUnit XML and Markdown, all
+//! rendered from the run's data in [`model`].
+
+mod error;
+pub mod model;
 
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use crate::metrics::Metrics;
-use crate::runner::{RunReport, ScenarioReport};
 use crate::threshold::Verdict;
+pub use error::ReportError;
+pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped};
 
 /// Version of the JSON report's shape.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
@@ -147,11 +152,7 @@ pub fn summary_end(report: &RunReport, verbose: bool) -> String {
         let not_run = report
             .scenarios
             .iter()
-            .filter(|s| {
-                s.skipped
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("not run:"))
-            })
+            .filter(|s| matches!(s.skipped, Some(Skipped::NotRun(_))))
             .count();
         let _ = writeln!(
             out,
@@ -279,7 +280,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                 "name": s.name,
                 "path": s.path,
                 "passed": s.passed(),
-                "skipped": s.skipped,
+                "skipped": s.skipped.as_ref().map(Skipped::to_string),
                 "journeys": s.journeys,
                 "cut_short": s.cut_short,
                 "failed_journeys": s.failed.len(),
@@ -353,7 +354,7 @@ pub fn junit(report: &RunReport) -> String {
             let _ = write!(
                 out,
                 ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                xml_escape(reason)
+                xml_escape(&reason.to_string())
             );
             continue;
         }
