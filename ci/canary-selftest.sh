@@ -167,7 +167,7 @@ done
 # each timing metric's change between rounds (a regression needs the whole interval beyond the
 # tolerance, 10 %).
 echo "A/A intervals of the change between rounds (median lower … median upper; widest):"
-for metric in "latency p95" "latency p99" "throughput" "cost per journey (backend CPU)"; do
+for metric in "latency p50" "latency p95" "latency p99" "throughput" "cost per journey (backend CPU)"; do
   for i in $(seq "$runs"); do
     grep "^$metric  " "$work/aa$i.txt" | sed 's/−/-/g' | awk '{ print $(NF-4), $(NF-1) }'
   done | awk -v m="$metric" '

@@ -25,13 +25,17 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The bench journey, compiled in: the probe under callgrind reads no file by path but the
+/// fixtures.
+const JOURNEY: &str = include_str!("../scenarios/journey.yaml");
+
 /// The bench journey (`benches/scenarios/journey.yaml`) prepared against `target`, with the
 /// fixtures in `root/fixtures` (a relative root keeps the process the same wherever the
 /// checkout lives, for callgrind).
 pub async fn prepare(root: &Path, target: &Target) -> Prepared {
-    let path = root.join("benches/scenarios/journey.yaml");
-    let file =
-        apex_harness::scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    let path = Path::new("benches/scenarios/journey.yaml");
+    let file = apex_harness::scenario::parse(path, JOURNEY)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
     let options = RunOptions::new(target.clone(), root.join("fixtures"));
     Prepared::new(&file, &options)
         .await

@@ -7,7 +7,7 @@
 //! 3. the share of its answers passing content checks dropped in a scenario that checks
 //!    content, consistently across rounds ([`crate::compare::compare_rounds`]), whatever the
 //!    other scenarios did;
-//! 4. another metric that may decide (latency, throughput, backend CPU, runs completed)
+//! 4. another metric that may decide (latency p50/p95/p99, backend CPU, runs completed)
 //!    regressed against the baseline consistently across rounds, beyond the tolerance, which
 //!    is the minimum effect.
 //!

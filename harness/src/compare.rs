@@ -435,7 +435,16 @@ type MetricDef = (Dimension, &'static str, &'static str, bool, bool, Extractor);
 /// Every metric compared on a run's totals. Quality of answers is not here: it is judged per
 /// scenario ([`content_quality`]), where a drop cannot be diluted by scenarios without
 /// content checks.
+///
+/// Throughput never decides: in a run of fixed virtual users it is their number over the
+/// journey latency (judged here directly) plus the fixed costs of a round — logins, setup —
+/// which swing with the machine and differ between two processes of one build for seconds at
+/// a time (the A/A self-test saw −14 % and −32 % "worse in 4 of 4 rounds"). The median journey
+/// decides instead: it moves with every journey, and outliers do not move it.
 const METRICS: &[MetricDef] = &[
+    (Dimension::Latency, "latency p50", "ms", false, true, |s| {
+        percentile(s, "journey_duration", 50.0)
+    }),
     (Dimension::Latency, "latency p95", "ms", false, true, |s| {
         percentile(s, "journey_duration", 95.0)
     }),
@@ -447,7 +456,7 @@ const METRICS: &[MetricDef] = &[
         "throughput",
         "journeys/s",
         true,
-        true,
+        false,
         throughput,
     ),
     (
@@ -688,43 +697,14 @@ fn paired(
     tolerance: Tolerance,
     scenario: Option<String>,
 ) -> Delta {
-    let quality = dimension == Dimension::Quality;
     let rounds: Vec<f64> = pairs
         .iter()
         .map(|&(b, n)| change_of(dimension, b, n))
         .collect();
-    let to_scale = |c: f64| {
-        if quality {
-            c
-        } else {
-            (1.0 + c).clamp(1e-3, 1e3).ln()
-        }
-    };
-    let from_scale = |x: f64| if quality { x } else { x.exp() - 1.0 };
-    let scaled: Vec<f64> = rounds.iter().map(|c| to_scale(*c)).collect();
-    let k = scaled.len();
-    let mean = scaled.iter().sum::<f64>() / k as f64;
-    let change_ci = (k >= 2).then(|| {
-        let var = scaled.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
-        let half = t95(k - 1) * (var / k as f64).sqrt();
-        (from_scale(mean - half), from_scale(mean + half))
-    });
+    let change_ci = round_interval(dimension == Dimension::Quality, &rounds);
     let change = median(&rounds);
     let limit = tolerance.limit(dimension);
-    let worse: Vec<f64> = rounds
-        .iter()
-        .map(|c| oriented(*c, higher_is_better))
-        .collect();
     let typical = oriented(change, higher_is_better);
-    let need = ((k as f64) * CONSISTENT_SHARE).ceil() as usize;
-    let worse_rounds = worse.iter().filter(|w| **w > limit).count();
-    let better_rounds = worse.iter().filter(|w| **w < -limit).count();
-    // The interval turned so that positive is worse.
-    let (worse_lo, worse_hi) = match change_ci {
-        Some((lo, hi)) if higher_is_better => (-hi, -lo),
-        Some(ci) => ci,
-        None => (f64::NEG_INFINITY, f64::INFINITY),
-    };
     let verdict = if typical.abs() <= limit {
         Change::Unchanged
     } else if !decisive {
@@ -733,14 +713,10 @@ fn paired(
         } else {
             Change::Improved
         }
-    } else if k < MIN_ROUNDS {
+    } else if rounds.len() < MIN_ROUNDS {
         Change::Inconclusive
-    } else if typical > 0.0 && worse_rounds >= need && worse_lo > limit {
-        Change::Regressed
-    } else if typical < 0.0 && better_rounds >= need && worse_hi < -limit {
-        Change::Improved
     } else {
-        Change::Noise
+        consistent(&rounds, change_ci, higher_is_better, limit)
     };
     Delta {
         dimension,
@@ -758,6 +734,58 @@ fn paired(
     }
 }
 
+/// The 95 % interval of the mean change between rounds (on the log scale for ratios, so a
+/// halving and a doubling weigh alike; in points for quality), when there are two rounds.
+fn round_interval(quality: bool, rounds: &[f64]) -> Option<(f64, f64)> {
+    let to_scale = |c: f64| {
+        if quality {
+            c
+        } else {
+            (1.0 + c).clamp(1e-3, 1e3).ln()
+        }
+    };
+    let from_scale = |x: f64| if quality { x } else { x.exp() - 1.0 };
+    let scaled: Vec<f64> = rounds.iter().map(|c| to_scale(*c)).collect();
+    let k = scaled.len();
+    let mean = scaled.iter().sum::<f64>() / k as f64;
+    (k >= 2).then(|| {
+        let var = scaled.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
+        let half = t95(k - 1) * (var / k as f64).sqrt();
+        (from_scale(mean - half), from_scale(mean + half))
+    })
+}
+
+/// A decisive metric's verdict from enough rounds: regressed (or improved) only when most
+/// rounds ([`CONSISTENT_SHARE`]) and the whole interval lie beyond the tolerance that way.
+fn consistent(
+    rounds: &[f64],
+    change_ci: Option<(f64, f64)>,
+    higher_is_better: bool,
+    limit: f64,
+) -> Change {
+    let worse: Vec<f64> = rounds
+        .iter()
+        .map(|c| oriented(*c, higher_is_better))
+        .collect();
+    let typical = oriented(median(rounds), higher_is_better);
+    let need = ((rounds.len() as f64) * CONSISTENT_SHARE).ceil() as usize;
+    let worse_rounds = worse.iter().filter(|w| **w > limit).count();
+    let better_rounds = worse.iter().filter(|w| **w < -limit).count();
+    // The interval turned so that positive is worse.
+    let (worse_lo, worse_hi) = match change_ci {
+        Some((lo, hi)) if higher_is_better => (-hi, -lo),
+        Some(ci) => ci,
+        None => (f64::NEG_INFINITY, f64::INFINITY),
+    };
+    if typical > 0.0 && worse_rounds >= need && worse_lo > limit {
+        Change::Regressed
+    } else if typical < 0.0 && better_rounds >= need && worse_hi < -limit {
+        Change::Improved
+    } else {
+        Change::Noise
+    }
+}
+
 impl RunSummary {
     fn add(&mut self, other: &RunSummary) {
         self.journeys += other.journeys;
@@ -772,6 +800,50 @@ fn pool<'a>(runs: impl Iterator<Item = &'a RunSummary>) -> RunSummary {
         total.add(run);
     }
     total
+}
+
+/// Per scenario with content checks: the share of its answers passing them, paired round by
+/// round.
+fn quality_by_scenario(rounds: &[(Baseline, Baseline)], tolerance: Tolerance) -> Vec<Delta> {
+    let mut deltas = Vec::new();
+    let scenarios: Vec<&String> = rounds
+        .iter()
+        .flat_map(|(b, _)| b.scenarios.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for scenario in scenarios {
+        let pairs: Vec<(f64, f64)> = rounds
+            .iter()
+            .filter_map(|(b, n)| {
+                let b = content_rate(b.scenarios.get(scenario)?)?;
+                let n = content_rate(n.scenarios.get(scenario)?)?;
+                Some((b.value, n.value))
+            })
+            .collect();
+        let pooled_b = pool(rounds.iter().filter_map(|(b, _)| b.scenarios.get(scenario)));
+        let pooled_n = pool(rounds.iter().filter_map(|(_, n)| n.scenarios.get(scenario)));
+        if let (false, Some(b), Some(n)) = (
+            pairs.is_empty(),
+            content_rate(&pooled_b),
+            content_rate(&pooled_n),
+        ) {
+            deltas.push(paired(
+                (
+                    Dimension::Quality,
+                    content_quality(scenario),
+                    "",
+                    true,
+                    true,
+                ),
+                &pairs,
+                (b, n),
+                tolerance,
+                Some(scenario.clone()),
+            ));
+        }
+    }
+    deltas
 }
 
 /// Compares paired rounds, each a run of the baseline and a run of the candidate made back to
@@ -818,43 +890,7 @@ pub fn compare_rounds(rounds: &[(Baseline, Baseline)], tolerance: Tolerance) -> 
             ));
         }
     }
-    let scenarios: Vec<&String> = rounds
-        .iter()
-        .flat_map(|(b, _)| b.scenarios.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for scenario in scenarios {
-        let pairs: Vec<(f64, f64)> = rounds
-            .iter()
-            .filter_map(|(b, n)| {
-                let b = content_rate(b.scenarios.get(scenario)?)?;
-                let n = content_rate(n.scenarios.get(scenario)?)?;
-                Some((b.value, n.value))
-            })
-            .collect();
-        let pooled_b = pool(rounds.iter().filter_map(|(b, _)| b.scenarios.get(scenario)));
-        let pooled_n = pool(rounds.iter().filter_map(|(_, n)| n.scenarios.get(scenario)));
-        if let (false, Some(b), Some(n)) = (
-            pairs.is_empty(),
-            content_rate(&pooled_b),
-            content_rate(&pooled_n),
-        ) {
-            deltas.push(paired(
-                (
-                    Dimension::Quality,
-                    content_quality(scenario),
-                    "",
-                    true,
-                    true,
-                ),
-                &pairs,
-                (b, n),
-                tolerance,
-                Some(scenario.clone()),
-            ));
-        }
-    }
+    deltas.extend(quality_by_scenario(rounds, tolerance));
     // Both sides of every round ran the same scenario files: their metric sets match.
     Comparison {
         tradeoffs: tradeoffs(&deltas),
@@ -943,8 +979,9 @@ fn verdict_cell(d: &Delta) -> String {
 /// What a `*` means, by what is known.
 fn not_decisive_note(c: &Comparison) -> &'static str {
     if c.rounds > 0 {
-        "* reported, never decides: no interval (client CPU, bytes, tokens), or too few \
-         journeys a round beyond a latency percentile (p95 needs 200, p99 1,000)"
+        "* reported, never decides: throughput (the virtual users over the latency, plus \
+         logins), no interval (client CPU, bytes, tokens), or too few journeys a round beyond \
+         a latency percentile (p95 needs 200, p99 1,000)"
     } else {
         "* reported, never decides from one pair of runs: timing and cost move with the \
          machine (client CPU, bytes and tokens have no interval at all); only quality decides \

@@ -342,16 +342,14 @@ impl Inner {
         upstream: bool,
     ) -> End {
         let mut buf = vec![0u8; 16 * 1024];
-        let mut passed: u64 = 0;
-        let mut frames: u64 = 0;
-        let mut pending_frames: Vec<u8> = Vec::new();
-        let mut past_http_head = false;
-        let mut not_websocket = false;
         // Only a connection opened while a header toxic is on is read as HTTP.
         let rewrites =
             self.has(|t| matches!(t, Toxic::StripHeader { .. } | Toxic::SetHeader { .. }));
-        let mut head: Option<Vec<u8>> = (upstream && rewrites).then(Vec::new);
-        let mut blackholed_at: Option<tokio::time::Instant> = None;
+        let mut pump = Pump {
+            upstream,
+            head: (upstream && rewrites).then(Vec::new),
+            ..Pump::default()
+        };
         loop {
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => {
@@ -361,139 +359,217 @@ impl Inner {
                 Ok(n) => n,
             };
             let toxics = self.toxics(upstream);
-            let mut data = buf[..n].to_vec();
-            // The opening request's head, rewritten once complete.
-            if let Some(collected) = head.as_mut() {
-                collected.extend_from_slice(&data);
-                match collected.windows(4).position(|w| w == b"\r\n\r\n") {
-                    Some(end) => {
-                        let text = String::from_utf8_lossy(&collected[..end]).into_owned();
-                        let mut rewritten = rewrite_head(&text, &toxics).into_bytes();
-                        rewritten.extend_from_slice(&collected[end..]);
-                        data = rewritten;
-                        head = None;
-                    }
-                    None if collected.len() < 64 * 1024 => continue,
-                    // Not an HTTP request head after all: pass it on unchanged.
-                    None => data = head.take().unwrap_or_default(),
-                }
-            }
-            for toxic in &toxics {
-                match toxic {
-                    Toxic::Timeout { after } => {
-                        let since = *blackholed_at.get_or_insert_with(tokio::time::Instant::now);
-                        if !after.is_zero() && since.elapsed() >= *after {
-                            return End::Closed;
-                        }
-                        data.clear();
-                    }
-                    Toxic::ResetPeer { after } => {
-                        tokio::time::sleep(*after).await;
-                        return End::Reset;
-                    }
-                    Toxic::Down => return End::Reset,
-                    _ => {}
-                }
+            let Some(mut data) = pump.rewritten_head(&buf[..n], &toxics) else {
+                continue;
+            };
+            if let Err(end) = pump.stop_or_drop(&toxics, &mut data).await {
+                return end;
             }
             if data.is_empty() {
                 continue;
             }
-            let mut close_after = None;
-            for toxic in &toxics {
-                match toxic {
-                    Toxic::LimitData { bytes } => {
-                        let room = bytes.saturating_sub(passed);
-                        if (data.len() as u64) >= room {
-                            data.truncate(room as usize);
-                            close_after = Some(End::Closed);
-                        }
-                    }
-                    Toxic::CloseAfterFrames { frames: limit } if !upstream => {
-                        pending_frames.extend_from_slice(&data);
-                        let mut allowed = 0;
-                        // The upgrade's HTTP response comes before the first frame.
-                        if !past_http_head {
-                            if !pending_frames.starts_with(b"HTTP/") {
-                                past_http_head = true;
-                            } else if let Some(end) =
-                                pending_frames.windows(4).position(|w| w == b"\r\n\r\n")
-                            {
-                                allowed = end + 4;
-                                past_http_head = true;
-                                // Only a WebSocket upgrade has frames to count.
-                                not_websocket = !pending_frames.starts_with(b"HTTP/1.1 101");
-                            }
-                        }
-                        if not_websocket {
-                            pending_frames.clear();
-                            continue;
-                        }
-                        while past_http_head && frames < *limit {
-                            let Some(len) = ws_frame_len(&pending_frames[allowed..]) else {
-                                break;
-                            };
-                            allowed += len;
-                            frames += 1;
-                        }
-                        if frames >= *limit {
-                            // Everything up to the limit's last frame, then cut.
-                            let before = pending_frames.len() - data.len();
-                            let keep = allowed.saturating_sub(before).min(data.len());
-                            data.truncate(keep);
-                            close_after = Some(End::Reset);
-                        }
-                        pending_frames.drain(..allowed.min(pending_frames.len()));
-                    }
-                    _ => {}
-                }
-            }
-            for toxic in &toxics {
-                if let Toxic::Latency { delay, jitter } = toxic {
-                    let jitter_ms = jitter.as_millis() as u64;
-                    let spread = random_below(2 * jitter_ms + 1);
-                    let delay = (*delay + Duration::from_millis(spread))
-                        .saturating_sub(Duration::from_millis(jitter_ms));
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            let slicer = toxics.iter().find_map(|t| match t {
-                Toxic::Slicer {
-                    size,
-                    variation,
-                    delay,
-                } => Some((*size, *variation, *delay)),
-                _ => None,
-            });
-            let rate = toxics.iter().find_map(|t| match t {
-                Toxic::Bandwidth { bytes_per_sec } => Some((*bytes_per_sec).max(1)),
-                _ => None,
-            });
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let piece = match (slicer, rate) {
-                    (Some((size, variation, _)), _) => {
-                        let low = size.saturating_sub(variation).max(1);
-                        (low + random_below((2 * variation + 1) as u64) as usize).min(rest.len())
-                    }
-                    // A tenth of a second's worth at a time, so a burst is throttled too.
-                    (None, Some(rate)) => ((rate / 10).max(1) as usize).min(rest.len()),
-                    (None, None) => rest.len(),
-                };
-                if to.write_all(&rest[..piece]).await.is_err() {
-                    return End::Closed;
-                }
-                passed += piece as u64;
-                if let Some(rate) = rate {
-                    tokio::time::sleep(Duration::from_secs_f64(piece as f64 / rate as f64)).await;
-                }
-                if let Some((_, _, delay)) = slicer {
-                    tokio::time::sleep(delay).await;
-                }
-                rest = &rest[piece..];
+            let close_after = pump.limit(&toxics, &mut data);
+            delay(&toxics).await;
+            if let Err(end) = pump.write(&mut to, &toxics, &data).await {
+                return end;
             }
             if let Some(end) = close_after {
                 return end;
             }
+        }
+    }
+}
+
+/// One direction of a proxied connection: what it has passed so far.
+#[derive(Debug, Default)]
+struct Pump {
+    /// Client to server.
+    upstream: bool,
+    /// Bytes written on.
+    passed: u64,
+    /// Complete WebSocket frames passed on (for `CloseAfterFrames`).
+    frames: u64,
+    /// Bytes read but not yet counted as whole frames.
+    pending_frames: Vec<u8>,
+    /// The upgrade's HTTP response has been passed.
+    past_http_head: bool,
+    /// The response was not a WebSocket upgrade: there are no frames to count.
+    not_websocket: bool,
+    /// The opening request's head while it is collected for a header rewrite.
+    head: Option<Vec<u8>>,
+    /// When a `Timeout` toxic started dropping this direction's data.
+    blackholed_at: Option<tokio::time::Instant>,
+}
+
+impl Pump {
+    /// `chunk`, or while the opening request's head is collected, nothing until it is
+    /// complete and then the head rewritten by the header toxics.
+    fn rewritten_head(&mut self, chunk: &[u8], toxics: &[Toxic]) -> Option<Vec<u8>> {
+        let Some(collected) = self.head.as_mut() else {
+            return Some(chunk.to_vec());
+        };
+        collected.extend_from_slice(chunk);
+        match collected.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) => {
+                let text = String::from_utf8_lossy(&collected[..end]).into_owned();
+                let mut rewritten = rewrite_head(&text, toxics).into_bytes();
+                rewritten.extend_from_slice(&collected[end..]);
+                self.head = None;
+                Some(rewritten)
+            }
+            None if collected.len() < 64 * 1024 => None,
+            // Not an HTTP request head after all: pass it on unchanged.
+            None => self.head.take(),
+        }
+    }
+
+    /// The toxics that end the connection (`ResetPeer`, `Down`, a `Timeout` that ran out) or
+    /// drop its data (`Timeout`).
+    async fn stop_or_drop(&mut self, toxics: &[Toxic], data: &mut Vec<u8>) -> Result<(), End> {
+        for toxic in toxics {
+            match toxic {
+                Toxic::Timeout { after } => {
+                    let since = *self
+                        .blackholed_at
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    if !after.is_zero() && since.elapsed() >= *after {
+                        return Err(End::Closed);
+                    }
+                    data.clear();
+                }
+                Toxic::ResetPeer { after } => {
+                    tokio::time::sleep(*after).await;
+                    return Err(End::Reset);
+                }
+                Toxic::Down => return Err(End::Reset),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `data` cut at a data limit or after the frame limit's last frame; how the connection
+    /// ends once it is written, if it does.
+    fn limit(&mut self, toxics: &[Toxic], data: &mut Vec<u8>) -> Option<End> {
+        let mut close_after = None;
+        for toxic in toxics {
+            match toxic {
+                Toxic::LimitData { bytes } => {
+                    let room = bytes.saturating_sub(self.passed);
+                    if (data.len() as u64) >= room {
+                        data.truncate(room as usize);
+                        close_after = Some(End::Closed);
+                    }
+                }
+                Toxic::CloseAfterFrames { frames: limit }
+                    if !self.upstream && self.count_frames(*limit, data) =>
+                {
+                    close_after = Some(End::Reset);
+                }
+                _ => {}
+            }
+        }
+        close_after
+    }
+
+    /// Counts the server's WebSocket frames in `data` (after the upgrade's response); once
+    /// `limit` is reached, cuts `data` after the limit's last frame and says so.
+    fn count_frames(&mut self, limit: u64, data: &mut Vec<u8>) -> bool {
+        self.pending_frames.extend_from_slice(data);
+        let mut allowed = 0;
+        // The upgrade's HTTP response comes before the first frame.
+        if !self.past_http_head {
+            if !self.pending_frames.starts_with(b"HTTP/") {
+                self.past_http_head = true;
+            } else if let Some(end) = self
+                .pending_frames
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+            {
+                allowed = end + 4;
+                self.past_http_head = true;
+                // Only a WebSocket upgrade has frames to count.
+                self.not_websocket = !self.pending_frames.starts_with(b"HTTP/1.1 101");
+            }
+        }
+        if self.not_websocket {
+            self.pending_frames.clear();
+            return false;
+        }
+        while self.past_http_head && self.frames < limit {
+            let Some(len) = ws_frame_len(&self.pending_frames[allowed..]) else {
+                break;
+            };
+            allowed += len;
+            self.frames += 1;
+        }
+        let reached = self.frames >= limit;
+        if reached {
+            // Everything up to the limit's last frame, then cut.
+            let before = self.pending_frames.len() - data.len();
+            let keep = allowed.saturating_sub(before).min(data.len());
+            data.truncate(keep);
+        }
+        self.pending_frames
+            .drain(..allowed.min(self.pending_frames.len()));
+        reached
+    }
+
+    /// Writes `data` on, in slices (`Slicer`) or throttled (`Bandwidth`) when asked.
+    async fn write(
+        &mut self,
+        to: &mut tokio::net::tcp::WriteHalf<'_>,
+        toxics: &[Toxic],
+        data: &[u8],
+    ) -> Result<(), End> {
+        let slicer = toxics.iter().find_map(|t| match t {
+            Toxic::Slicer {
+                size,
+                variation,
+                delay,
+            } => Some((*size, *variation, *delay)),
+            _ => None,
+        });
+        let rate = toxics.iter().find_map(|t| match t {
+            Toxic::Bandwidth { bytes_per_sec } => Some((*bytes_per_sec).max(1)),
+            _ => None,
+        });
+        let mut rest = data;
+        while !rest.is_empty() {
+            let piece = match (slicer, rate) {
+                (Some((size, variation, _)), _) => {
+                    let low = size.saturating_sub(variation).max(1);
+                    (low + random_below((2 * variation + 1) as u64) as usize).min(rest.len())
+                }
+                // A tenth of a second's worth at a time, so a burst is throttled too.
+                (None, Some(rate)) => ((rate / 10).max(1) as usize).min(rest.len()),
+                (None, None) => rest.len(),
+            };
+            if to.write_all(&rest[..piece]).await.is_err() {
+                return Err(End::Closed);
+            }
+            self.passed += piece as u64;
+            if let Some(rate) = rate {
+                tokio::time::sleep(Duration::from_secs_f64(piece as f64 / rate as f64)).await;
+            }
+            if let Some((_, _, delay)) = slicer {
+                tokio::time::sleep(delay).await;
+            }
+            rest = &rest[piece..];
+        }
+        Ok(())
+    }
+}
+
+/// The `Latency` toxics' wait before a chunk goes on.
+async fn delay(toxics: &[Toxic]) {
+    for toxic in toxics {
+        if let Toxic::Latency { delay, jitter } = toxic {
+            let jitter_ms = jitter.as_millis() as u64;
+            let spread = random_below(2 * jitter_ms + 1);
+            let delay = (*delay + Duration::from_millis(spread))
+                .saturating_sub(Duration::from_millis(jitter_ms));
+            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -593,6 +669,77 @@ pub fn url_through(url: &str, addr: SocketAddr) -> Option<String> {
     Some(format!("{scheme}://{userinfo}{addr}{tail}"))
 }
 
+/// A proxy in front of the target, and the target journeys reach it through (an https://
+/// target keeps its server name; only its connections go to the proxy).
+async fn in_front_of_target(
+    specs: &[crate::scenario::FaultSpec],
+    target: &crate::client::Target,
+) -> Result<(FaultProxy, crate::client::Target), PlaceError> {
+    let failed = PlaceError::Failed;
+    let tls = target.tls.is_some();
+    if tls
+        && let Some(spec) = specs.iter().find(|f| {
+            matches!(
+                f.toxic.toxic(),
+                Toxic::StripHeader { .. }
+                    | Toxic::SetHeader { .. }
+                    | Toxic::CloseAfterFrames { .. }
+            )
+        })
+    {
+        return Err(failed(format!(
+            "{:?} needs to read the traffic, and an https:// target's is encrypted",
+            spec.toxic
+        )));
+    }
+    let upstream = tokio::net::lookup_host(&target.authority)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| failed(format!("cannot resolve the target {}", target.authority)))?;
+    let proxy = FaultProxy::start_with(upstream, tls)
+        .await
+        .map_err(|e| failed(format!("cannot start the fault proxy: {e}")))?;
+    let through = if tls {
+        crate::client::Target {
+            connect_to: Some(proxy.addr),
+            ..target.clone()
+        }
+    } else {
+        crate::client::Target {
+            authority: proxy.addr.to_string(),
+            ..target.clone()
+        }
+    };
+    Ok((proxy, through))
+}
+
+/// Switches each enabled fault on at its `at` (at once when zero) and off after its `lasts`.
+fn schedule(
+    specs: &[crate::scenario::FaultSpec],
+    entries: &[Arc<Entry>],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut schedules = Vec::new();
+    for (spec, entry) in specs.iter().zip(entries) {
+        if !spec.enabled {
+            continue;
+        }
+        let (entry, at, lasts) = (entry.clone(), spec.at.unwrap_or_default(), spec.lasts);
+        if at.is_zero() {
+            entry.set(true);
+        }
+        schedules.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            entry.set(true);
+            if let Some(lasts) = lasts {
+                tokio::time::sleep(lasts).await;
+                entry.set(false);
+            }
+        }));
+    }
+    schedules
+}
+
 /// Why a scenario's faults could not be placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlaceError {
@@ -646,48 +793,13 @@ impl ScenarioFaults {
         dependencies: Option<&DependencyProxies>,
     ) -> Result<(Self, crate::client::Target), PlaceError> {
         use crate::scenario::FaultPlace;
-        let failed = PlaceError::Failed;
-        let mut target_proxy = None;
-        let mut journeys_target = target.clone();
-        if specs.iter().any(|f| f.between == FaultPlace::Target) {
-            let tls = target.tls.is_some();
-            if tls
-                && let Some(spec) = specs.iter().find(|f| {
-                    matches!(
-                        f.toxic.toxic(),
-                        Toxic::StripHeader { .. }
-                            | Toxic::SetHeader { .. }
-                            | Toxic::CloseAfterFrames { .. }
-                    )
-                })
-            {
-                return Err(failed(format!(
-                    "{:?} needs to read the traffic, and an https:// target's is encrypted",
-                    spec.toxic
-                )));
-            }
-            let upstream = tokio::net::lookup_host(&target.authority)
-                .await
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| failed(format!("cannot resolve the target {}", target.authority)))?;
-            let proxy = FaultProxy::start_with(upstream, tls)
-                .await
-                .map_err(|e| failed(format!("cannot start the fault proxy: {e}")))?;
-            journeys_target = if tls {
-                // The server name stays; only the connections go to the proxy.
-                crate::client::Target {
-                    connect_to: Some(proxy.addr),
-                    ..target.clone()
-                }
+        let (target_proxy, journeys_target) =
+            if specs.iter().any(|f| f.between == FaultPlace::Target) {
+                let (proxy, through) = in_front_of_target(specs, target).await?;
+                (Some(proxy), through)
             } else {
-                crate::client::Target {
-                    authority: proxy.addr.to_string(),
-                    ..target.clone()
-                }
+                (None, target.clone())
             };
-            target_proxy = Some(proxy);
-        }
         let mut entries = Vec::new();
         for spec in specs {
             let proxy = match spec.between {
@@ -714,24 +826,7 @@ impl ScenarioFaults {
                 id: Mutex::new(None),
             }));
         }
-        let mut schedules = Vec::new();
-        for (spec, entry) in specs.iter().zip(&entries) {
-            if !spec.enabled {
-                continue;
-            }
-            let (entry, at, lasts) = (entry.clone(), spec.at.unwrap_or_default(), spec.lasts);
-            if at.is_zero() {
-                entry.set(true);
-            }
-            schedules.push(tokio::spawn(async move {
-                tokio::time::sleep(at).await;
-                entry.set(true);
-                if let Some(lasts) = lasts {
-                    tokio::time::sleep(lasts).await;
-                    entry.set(false);
-                }
-            }));
-        }
+        let schedules = schedule(specs, &entries);
         Ok((
             Self {
                 entries,

@@ -62,9 +62,12 @@ async fn a_slower_candidate_is_rolled_back_for_its_latency_regression() {
             .find(|d| d.name == name)
             .unwrap()
     };
+    let median = delta("latency p50");
+    assert_eq!(median.verdict, Change::Regressed, "{text}");
+    assert_eq!(median.rounds.len(), 4, "{text}");
+    // Throughput fell with it, and is shown, but does not decide.
     let throughput = delta("throughput");
-    assert_eq!(throughput.verdict, Change::Regressed, "{text}");
-    assert_eq!(throughput.rounds.len(), 4, "{text}");
+    assert!(!throughput.decisive && throughput.change < -0.5, "{text}");
     // Ten journeys a round put p95 on a single journey: shown, worse in every round, but it
     // does not decide.
     let p95 = delta("latency p95");
@@ -82,7 +85,7 @@ async fn a_slower_candidate_is_rolled_back_for_its_latency_regression() {
     assert_eq!(report.baseline.journeys, 40);
     assert_eq!(report.candidate.journeys, 40);
     assert!(
-        text.contains("ROLLBACK: regression against the baseline (throughput −"),
+        text.contains("ROLLBACK: regression against the baseline (latency p50 +"),
         "{text}"
     );
 }
@@ -104,13 +107,13 @@ async fn two_rounds_are_inconclusive_never_a_rollback() {
     .await;
     let text = canary::text(&report);
     assert!(!report.rollback(), "{text}");
-    let throughput = report
+    let median = report
         .comparison
         .deltas
         .iter()
-        .find(|d| d.name == "throughput")
+        .find(|d| d.name == "latency p50")
         .unwrap();
-    assert_eq!(throughput.verdict, Change::Inconclusive, "{text}");
+    assert_eq!(median.verdict, Change::Inconclusive, "{text}");
     assert!(text.contains("INCONCLUSIVE"), "{text}");
     assert!(
         text.contains("PROMOTE: the stability rules held; against the baseline inconclusive"),
