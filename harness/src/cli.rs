@@ -52,17 +52,20 @@ pub enum Command {
 pub struct ToleranceArgs {
     /// Relative change (percent) of latency, throughput and cost that counts as a regression
     /// or an improvement: the minimum effect (the intervals or the rounds must also agree).
-    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
-    pub tolerance: f64,
+    /// Default 10 for compare and run --baseline; 50 for canary, where it decides a rollback
+    /// and two processes of one build differ by up to that much for seconds at a time.
+    #[arg(long, value_name = "PERCENT")]
+    pub tolerance: Option<f64>,
     /// Change of quality (pass rates) in percentage points that counts.
     #[arg(long, default_value_t = 1.0, value_name = "POINTS")]
     pub quality_tolerance: f64,
 }
 
 impl ToleranceArgs {
-    fn tolerance(&self) -> crate::compare::Tolerance {
+    /// The tolerances, with `default_percent` when `--tolerance` is not given.
+    fn tolerance(&self, default_percent: f64) -> crate::compare::Tolerance {
         crate::compare::Tolerance {
-            relative: self.tolerance / 100.0,
+            relative: self.tolerance.unwrap_or(default_percent) / 100.0,
             quality_points: self.quality_tolerance / 100.0,
         }
     }
@@ -634,7 +637,7 @@ fn against_baseline(
     let comparison = crate::compare::compare_reports(
         baseline,
         &crate::compare::Baseline::from_report(report),
-        args.tolerance.tolerance(),
+        args.tolerance.tolerance(crate::compare::REPORT_TOLERANCE),
     );
     let _ = write!(
         out,
@@ -655,7 +658,11 @@ fn compare(args: &CompareArgs, out: &mut impl Write, err: &mut impl Write) -> u8
             return exit_codes::USAGE;
         }
     };
-    let comparison = crate::compare::compare_reports(&base, &new, args.tolerance.tolerance());
+    let comparison = crate::compare::compare_reports(
+        &base,
+        &new,
+        args.tolerance.tolerance(crate::compare::REPORT_TOLERANCE),
+    );
     let _ = write!(out, "{}", crate::compare::text(&comparison));
     write_file(&args.markdown, &crate::compare::markdown(&comparison), err);
     if args.strict && comparison.regressed() {
@@ -696,7 +703,7 @@ fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
             &baseline,
             &candidate,
             args.rounds,
-            args.tolerance.tolerance(),
+            args.tolerance.tolerance(crate::canary::TOLERANCE),
         )
         .await;
         let _ = write!(out, "{}", crate::canary::text(&report));

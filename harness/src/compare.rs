@@ -308,6 +308,9 @@ impl Tolerance {
     }
 }
 
+/// `--tolerance` (percent) of `compare` and `run --baseline`, where timing only reports.
+pub const REPORT_TOLERANCE: f64 = 10.0;
+
 /// Paired rounds needed before a metric can regress against the baseline: with fewer, the
 /// variation between runs cannot be told from a change, and the verdict is inconclusive.
 pub const MIN_ROUNDS: usize = 3;

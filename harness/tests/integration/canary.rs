@@ -28,6 +28,14 @@ fn golden() -> Vec<apex_harness::scenario::ScenarioFile> {
     vec![load(&path).unwrap()]
 }
 
+/// What `canary` judges with by default: 50 % for timing and cost, 1 point for quality.
+fn canary_tolerance() -> Tolerance {
+    Tolerance {
+        relative: canary::TOLERANCE / 100.0,
+        ..Tolerance::default()
+    }
+}
+
 /// The canary's own scenarios: a golden path with content checks and a load without.
 fn canary_scenarios() -> Vec<apex_harness::scenario::ScenarioFile> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios/canary");
@@ -50,7 +58,7 @@ async fn a_slower_candidate_is_rolled_back_for_its_latency_regression() {
         &baseline,
         &candidate,
         4,
-        Tolerance::default(),
+        canary_tolerance(),
     )
     .await;
     let text = canary::text(&report);
@@ -102,7 +110,7 @@ async fn two_rounds_are_inconclusive_never_a_rollback() {
         &baseline,
         &candidate,
         2,
-        Tolerance::default(),
+        canary_tolerance(),
     )
     .await;
     let text = canary::text(&report);
@@ -137,7 +145,7 @@ async fn wrong_answers_in_one_scenario_are_rolled_back_for_quality() {
         &baseline,
         &candidate,
         3,
-        Tolerance::default(),
+        canary_tolerance(),
     )
     .await;
     let text = canary::text(&report);
@@ -181,7 +189,7 @@ async fn an_identical_candidate_is_promoted() {
         &baseline,
         &candidate,
         4,
-        Tolerance::default(),
+        canary_tolerance(),
     )
     .await;
     let text = canary::text(&report);
@@ -201,7 +209,7 @@ async fn an_unreachable_candidate_is_rolled_back_for_its_error_rate() {
         &baseline,
         &candidate,
         1,
-        Tolerance::default(),
+        canary_tolerance(),
     )
     .await;
     let text = canary::text(&report);
