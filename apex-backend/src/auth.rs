@@ -7,6 +7,7 @@
 //! backend never uses (about 35 crates). Interoperability is pinned by tokens made elsewhere
 //! (see the tests), and the fuzz target `token` checks tampering against `jsonwebtoken`.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -17,6 +18,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
+
+use crate::limits::{Busy, HashGate};
 
 /// Which kind of token a JWT is; an access token is never accepted as a refresh token and the
 /// other way round.
@@ -215,22 +218,32 @@ impl TokenKeys {
     }
 }
 
-/// Argon2id with configurable cost. Hashing and verifying run on the blocking pool.
+/// Argon2id with configurable cost. Hashing and verifying run on the blocking pool, at most
+/// as many at once as the [`HashGate`] has slots: each holds the memory cost while it runs.
 #[derive(Debug, Clone)]
 pub struct PasswordHashing {
     params: Params,
+    gate: Arc<HashGate>,
 }
 
 impl PasswordHashing {
-    pub fn new(m_cost: u32, t_cost: u32, p_cost: u32) -> Result<Self, argon2::Error> {
+    pub fn new(
+        m_cost: u32,
+        t_cost: u32,
+        p_cost: u32,
+        gate: HashGate,
+    ) -> Result<Self, argon2::Error> {
         Ok(Self {
             params: Params::new(m_cost, t_cost, p_cost, None)?,
+            gate: Arc::new(gate),
         })
     }
 
-    /// A PHC string for `password` with a fresh random salt.
+    /// A PHC string for `password` with a fresh random salt. Waits for a slot however long it
+    /// takes: only the backend itself hashes (seeding).
     pub async fn hash(&self, password: String) -> String {
         let params = self.params.clone();
+        let _slot = self.gate.enter_unbounded().await;
         tokio::task::spawn_blocking(move || {
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password(password.as_bytes())
@@ -241,15 +254,19 @@ impl PasswordHashing {
         .expect("hashing task does not panic")
     }
 
-    /// True when `password` matches the PHC string; its own parameters are used.
-    pub async fn verify(&self, password: String, phc: String) -> bool {
-        tokio::task::spawn_blocking(move || {
+    /// True when `password` matches the PHC string; its own parameters are used. [`Busy`]
+    /// when every slot is taken and the queue is full: nothing was hashed.
+    pub async fn verify(&self, password: String, phc: String) -> Result<bool, Busy> {
+        let _slot = self.gate.enter().await?;
+        // The slot is held until the hash finishes, even if the request is abandoned: the
+        // blocking task runs to the end either way.
+        Ok(tokio::task::spawn_blocking(move || {
             Argon2::default()
                 .verify_password(password.as_bytes(), phc.as_str())
                 .is_ok()
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false))
     }
 }
 
@@ -479,10 +496,13 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_verify_only_against_their_hash() {
-        let hashing = PasswordHashing::new(Params::MIN_M_COST, 1, 1).unwrap();
+        let hashing = PasswordHashing::new(Params::MIN_M_COST, 1, 1, HashGate::new(1, 0)).unwrap();
         let phc = hashing.hash("correct-horse".into()).await;
         assert!(phc.starts_with("$argon2id$"));
-        assert!(hashing.verify("correct-horse".into(), phc.clone()).await);
-        assert!(!hashing.verify("wrong".into(), phc).await);
+        assert_eq!(
+            hashing.verify("correct-horse".into(), phc.clone()).await,
+            Ok(true)
+        );
+        assert_eq!(hashing.verify("wrong".into(), phc).await, Ok(false));
     }
 }

@@ -76,6 +76,39 @@ impl Store for MemStore {
         Ok(self.tables().users.get(&id).cloned())
     }
 
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if let Some(user) = t.users.remove(&id) {
+            t.users_by_email.remove(&user.email.to_lowercase());
+        }
+        t.usage.remove(&id);
+        t.events.retain(|_, log| {
+            log.retain(|_, (user, _)| *user != id);
+            !log.is_empty()
+        });
+        let threads: Vec<Uuid> = t
+            .thread_owners
+            .iter()
+            .filter(|(_, owner)| **owner == id)
+            .map(|(thread, _)| *thread)
+            .collect();
+        for thread in threads {
+            t.thread_owners.remove(&thread);
+            t.messages.remove(&thread);
+        }
+        let runs: Vec<Uuid> = t
+            .runs
+            .values()
+            .filter(|run| run.user_id == id)
+            .map(|run| run.id)
+            .collect();
+        for run in runs {
+            t.runs.remove(&run);
+            t.run_times.remove(&run);
+        }
+        Ok(())
+    }
+
     async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError> {
         self.tables().usage.insert(user_id, Arc::new(records));
         Ok(())

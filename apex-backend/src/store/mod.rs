@@ -96,6 +96,8 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_user(&self, user: UserRecord) -> Result<(), StoreError>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError>;
+    /// Deletes a user and everything of theirs; an unknown id is not an error.
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;
 
     /// Replaces a user's usage records.
     async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError>;

@@ -271,6 +271,29 @@ impl Store for PgStore {
         Ok(row.map(user_from))
     }
 
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            // The event log has no foreign key (it is appended to before a run row may
+            // exist); threads, messages, runs and usage go with the user (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM events WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .await?;
+        self.usage_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        Ok(())
+    }
+
     async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError> {
         let lines: Vec<i32> = (0..records.len() as i32).collect();
         let bodies: Vec<Json<UsageRecord>> = records.into_iter().map(Json).collect();

@@ -298,6 +298,27 @@ async fn store_contract(store: Arc<dyn Store>) {
         [1, 2],
         "ordered, idempotent per seq"
     );
+
+    // Deleting a user (expired demo users) takes everything of theirs and frees the email.
+    store.delete_user(alice.id).await.unwrap();
+    assert!(store.user_by_id(alice.id).await.unwrap().is_none());
+    assert!(
+        store
+            .user_by_email("alice@contract.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.run(second).await.unwrap().is_none());
+    assert!(store.run_events(second).await.unwrap().is_empty());
+    assert!(store.messages(lifecycle_thread).await.unwrap().is_empty());
+    store.delete_user(alice.id).await.unwrap();
+    store.upsert_user(alice.clone()).await.unwrap();
+    assert_eq!(
+        store.user_by_id(bob.id).await.unwrap().unwrap().email,
+        bob.email,
+        "other users are untouched"
+    );
 }
 
 async fn bus_contract(bus: Arc<dyn EventBus>) {
