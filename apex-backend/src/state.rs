@@ -39,11 +39,20 @@ pub enum StartupError {
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
     #[error(
+        "APEX_JWT_SECRET (--jwt-secret) is {0} bytes: an HS256 secret needs at least \
+         {MIN_JWT_SECRET_BYTES} (256 bits) of random bytes; unset it for a random secret per process"
+    )]
+    WeakJwtSecret(usize),
+    #[error(
         "--sabotage {0:?} breaks the golden path on purpose and is refused without \
          --allow-sabotage (test only; see docs/failure-modes.md)"
     )]
     SabotageRefused(crate::sabotage::Sabotage),
 }
+
+/// The shortest HS256 secret accepted: the hash's output size, below which a secret is easier
+/// to guess than the signature.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 /// Client addresses and accounts each rate limiter tracks at most (about 100 bytes each).
 const RATE_LIMIT_KEYS: usize = 100_000;
@@ -180,6 +189,9 @@ impl AppState {
         )
         .map_err(|e| StartupError::Argon2(e.to_string()))?;
         let secret = match &config.jwt_secret {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(StartupError::WeakJwtSecret(secret.len()));
+            }
             Some(secret) => secret.as_bytes().to_vec(),
             None => {
                 tracing::warn!(

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::TokenType;
+use crate::auth::{TokenError, TokenType, unix_now};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::UserRecord;
+use crate::store::{RefreshRecord, RefreshUse, UserRecord};
 
 #[derive(Debug, Deserialize)]
 struct LoginRequest {
@@ -46,30 +46,50 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))
 }
 
-fn tokens_for(state: &AppState, user: &UserRecord) -> TokenResponse {
-    // A demo user's tokens end with the user.
-    let cap = |ttl: u64| {
-        if user.is_demo {
-            ttl.min(state.demo_users.ttl().as_secs())
-        } else {
-            ttl
-        }
-    };
-    let access_ttl = cap(state.config.access_ttl_secs);
+/// A token lifetime, capped for demo users: their tokens end with the user.
+fn ttl_for(state: &AppState, user: &UserRecord, ttl: u64) -> u64 {
+    if user.is_demo {
+        ttl.min(state.demo_users.ttl().as_secs())
+    } else {
+        ttl
+    }
+}
+
+/// The tokens of a login or a refresh; the refresh token's `jti` is `refresh_jti`, already
+/// stored.
+fn tokens_for(state: &AppState, user: &UserRecord, refresh_jti: Uuid) -> TokenResponse {
+    let access_ttl = ttl_for(state, user, state.config.access_ttl_secs);
     TokenResponse {
         access_token: state
             .tokens
             .issue(user.id, &user.email, TokenType::Access, access_ttl),
-        refresh_token: state.tokens.issue(
+        refresh_token: state.tokens.issue_with_jti(
             user.id,
             &user.email,
             TokenType::Refresh,
-            cap(state.config.refresh_ttl_secs),
+            ttl_for(state, user, state.config.refresh_ttl_secs),
+            refresh_jti,
         ),
         token_type: "Bearer",
         expires_in: access_ttl,
         user: json!({ "id": user.id, "email": user.email, "name": user.name }),
     }
+}
+
+/// The tokens of a new session (login, demo): its refresh token starts a family.
+async fn new_session(state: &AppState, user: &UserRecord) -> Result<TokenResponse, ApiError> {
+    let jti = Uuid::new_v4();
+    let ttl = ttl_for(state, user, state.config.refresh_ttl_secs);
+    state
+        .store
+        .store_refresh(RefreshRecord {
+            jti,
+            family: Uuid::new_v4(),
+            user_id: user.id,
+            expires_at: unix_now() + ttl,
+        })
+        .await?;
+    Ok(tokens_for(state, user, jti))
 }
 
 /// The peer address of the request, when the server was started with connect info (always,
@@ -133,7 +153,7 @@ pub async fn login(
         Some(user) if ok => {
             state.metrics.logins_ok.fetch_add(1, Relaxed);
             tracing::info!(user_id = %user.id, "login");
-            Ok(Json(tokens_for(&state, &user)))
+            Ok(Json(new_session(&state, &user).await?))
         }
         _ => {
             state.metrics.logins_failed.fetch_add(1, Relaxed);
@@ -143,6 +163,9 @@ pub async fn login(
     }
 }
 
+/// Spends the refresh token and answers with its successor. A refresh token presented a
+/// second time means a copy is in other hands: its family (every token rotated from the same
+/// login) is revoked, for whoever holds it.
 pub async fn refresh(
     State(state): State<AppState>,
     body: Bytes,
@@ -156,7 +179,22 @@ pub async fn refresh(
         .user_by_id(claims.sub)
         .await?
         .ok_or(ApiError::UnknownUser)?;
-    Ok(Json(tokens_for(&state, &user)))
+    let next = Uuid::new_v4();
+    let ttl = ttl_for(&state, &user, state.config.refresh_ttl_secs);
+    let now = unix_now();
+    match state
+        .store
+        .rotate_refresh(claims.jti, now, next, now + ttl)
+        .await?
+    {
+        RefreshUse::Rotated => Ok(Json(tokens_for(&state, &user, next))),
+        RefreshUse::Reused => {
+            tracing::warn!(user_id = %user.id, jti = %claims.jti,
+                "a spent refresh token was presented again: its family is revoked");
+            Err(TokenError::Revoked.into())
+        }
+        RefreshUse::Refused => Err(TokenError::Revoked.into()),
+    }
 }
 
 /// Demo mode only: a fresh user per call, never one shared identity. At most
@@ -186,7 +224,7 @@ pub async fn demo(
     };
     state.store.upsert_user(user.clone()).await?;
     tracing::info!(user_id = %id, "demo user issued");
-    Ok(Json(tokens_for(&state, &user)))
+    Ok(Json(new_session(&state, &user).await?))
 }
 
 /// Resolves the request's bearer access token to its user.
