@@ -37,13 +37,15 @@ cleanup() {
 trap cleanup EXIT
 
 # start NAME [apex-backend options]: an embedded backend on a free port, its address in the
-# variable NAME.
+# variable NAME. Every canary logs the same fixture users in from 127.0.0.1, several rounds a
+# second for minutes: the per-client login allowance (meant for one real client) is raised.
 start() {
   local name=$1
   shift
   env -u APEX_DATABASE_URL -u APEX_REDIS_URL -u APEX_REQUIRE_SERVICES -u APEX_SABOTAGE \
     -u APEX_THINK_TIME_MS RUST_LOG=warn \
-    "$bin/apex-backend" --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    "$bin/apex-backend" --listen 127.0.0.1:0 \
+    --login-ip-per-sec 10000 --login-ip-burst 10000 "$@" >"$work/$name.out" 2>"$work/$name.err" &
   pids+=("$!")
   for _ in $(seq 300); do
     if grep -q "listening on" "$work/$name.out"; then

@@ -7,16 +7,18 @@
 //! backend never uses (about 35 crates). Interoperability is pinned by tokens made elsewhere
 //! (see the tests), and the fuzz target `token` checks tampering against `jsonwebtoken`.
 
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
+
+use crate::limits::{Busy, HashGate};
 
 /// Which kind of token a JWT is; an access token is never accepted as a refresh token and the
 /// other way round.
@@ -55,6 +57,8 @@ pub enum TokenError {
     WrongType(&'static str),
     #[error("token is malformed")]
     Malformed,
+    #[error("refresh token is unknown, already used or revoked")]
+    Revoked,
 }
 
 /// Signs and verifies tokens with one HS256 secret.
@@ -126,6 +130,18 @@ impl TokenKeys {
         token_type: TokenType,
         ttl_secs: u64,
     ) -> String {
+        self.issue_with_jti(user_id, email, token_type, ttl_secs, Uuid::new_v4())
+    }
+
+    /// [`Self::issue`] with a given `jti` (refresh tokens, whose `jti` the store keeps).
+    pub fn issue_with_jti(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        token_type: TokenType,
+        ttl_secs: u64,
+        jti: Uuid,
+    ) -> String {
         let iat = unix_now();
         self.sign(&Claims {
             sub: user_id,
@@ -134,7 +150,7 @@ impl TokenKeys {
             exp: iat + ttl_secs,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            jti: Uuid::new_v4(),
+            jti,
             token_type,
         })
     }
@@ -215,42 +231,183 @@ impl TokenKeys {
     }
 }
 
-/// Argon2id with configurable cost. Hashing and verifying run on the blocking pool.
+/// Argon2id with configurable cost. Hashing and verifying run on the blocking pool, at most
+/// as many at once as the [`HashGate`] has slots.
+///
+/// Each hash needs its memory cost in working memory (19 MiB by default). Allocated per hash,
+/// freed blocks that size stay in the allocator's per-thread arenas and the process keeps
+/// hundreds of MiB after a burst of logins; so the working memory is kept and reused, one
+/// buffer per slot in use.
 #[derive(Debug, Clone)]
 pub struct PasswordHashing {
     params: Params,
+    gate: Arc<HashGate>,
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+/// The parts of an argon2 PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+struct Phc {
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl Phc {
+    fn parse(phc: &str) -> Option<Self> {
+        let mut parts = phc.split('$');
+        if !parts.next()?.is_empty() {
+            return None;
+        }
+        let algorithm = match parts.next()? {
+            "argon2id" => Algorithm::Argon2id,
+            "argon2i" => Algorithm::Argon2i,
+            "argon2d" => Algorithm::Argon2d,
+            _ => return None,
+        };
+        let version = match parts.next()? {
+            "v=19" => Version::V0x13,
+            "v=16" => Version::V0x10,
+            _ => return None,
+        };
+        let (mut m, mut t, mut p) = (None, None, None);
+        for pair in parts.next()?.split(',') {
+            let (key, value) = pair.split_once('=')?;
+            let value: u32 = value.parse().ok()?;
+            match key {
+                "m" => m = Some(value),
+                "t" => t = Some(value),
+                "p" => p = Some(value),
+                _ => return None,
+            }
+        }
+        let salt = STANDARD_NO_PAD.decode(parts.next()?).ok()?;
+        let hash = STANDARD_NO_PAD.decode(parts.next()?).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let params = Params::new(m?, t?, p?, Some(hash.len())).ok()?;
+        Some(Self {
+            algorithm,
+            version,
+            params,
+            salt,
+            hash,
+        })
+    }
 }
 
 impl PasswordHashing {
-    pub fn new(m_cost: u32, t_cost: u32, p_cost: u32) -> Result<Self, argon2::Error> {
+    pub fn new(
+        m_cost: u32,
+        t_cost: u32,
+        p_cost: u32,
+        gate: HashGate,
+    ) -> Result<Self, argon2::Error> {
         Ok(Self {
             params: Params::new(m_cost, t_cost, p_cost, None)?,
+            gate: Arc::new(gate),
+            memory: Arc::default(),
         })
     }
 
-    /// A PHC string for `password` with a fresh random salt.
+    /// Runs argon2 into `out` with a reused working memory buffer.
+    fn compute(
+        memory: &Mutex<Vec<Vec<Block>>>,
+        algorithm: Algorithm,
+        version: Version,
+        params: Params,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::Error> {
+        let blocks = params.block_count();
+        let mut buffer = memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if buffer.len() < blocks {
+            buffer.resize(blocks, Block::default());
+        }
+        let result = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password,
+            salt,
+            out,
+            &mut buffer[..blocks],
+        );
+        memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buffer);
+        result
+    }
+
+    /// A PHC string for `password` with a fresh random salt. Waits for a slot however long it
+    /// takes: only the backend itself hashes (seeding).
     pub async fn hash(&self, password: String) -> String {
-        let params = self.params.clone();
+        let (params, memory) = (self.params.clone(), self.memory.clone());
+        let _slot = self.gate.enter_unbounded().await;
         tokio::task::spawn_blocking(move || {
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password(password.as_bytes())
-                .expect("argon2 hashing with valid params")
-                .to_string()
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).expect("the OS provides randomness");
+            let mut out = [0u8; 32];
+            Self::compute(
+                &memory,
+                Algorithm::Argon2id,
+                Version::V0x13,
+                params.clone(),
+                password.as_bytes(),
+                &salt,
+                &mut out,
+            )
+            .expect("argon2 hashing with valid params");
+            format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                STANDARD_NO_PAD.encode(salt),
+                STANDARD_NO_PAD.encode(out)
+            )
         })
         .await
         .expect("hashing task does not panic")
     }
 
-    /// True when `password` matches the PHC string; its own parameters are used.
-    pub async fn verify(&self, password: String, phc: String) -> bool {
-        tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), phc.as_str())
-                .is_ok()
+    /// True when `password` matches the PHC string; its own parameters are used. [`Busy`]
+    /// when every slot is taken and the queue is full: nothing was hashed.
+    pub async fn verify(&self, password: String, phc: String) -> Result<bool, Busy> {
+        let Some(phc) = Phc::parse(&phc) else {
+            return Ok(false);
+        };
+        let _slot = self.gate.enter().await?;
+        let memory = self.memory.clone();
+        // The slot is held until the hash finishes, even if the request is abandoned: the
+        // blocking task runs to the end either way.
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut out = vec![0u8; phc.hash.len()];
+            Self::compute(
+                &memory,
+                phc.algorithm,
+                phc.version,
+                phc.params,
+                password.as_bytes(),
+                &phc.salt,
+                &mut out,
+            )
+            .is_ok()
+                && constant_time_eq(&out, &phc.hash)
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false))
     }
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -479,10 +636,50 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_verify_only_against_their_hash() {
-        let hashing = PasswordHashing::new(Params::MIN_M_COST, 1, 1).unwrap();
+        let hashing = PasswordHashing::new(Params::MIN_M_COST, 1, 1, HashGate::new(1, 0)).unwrap();
         let phc = hashing.hash("correct-horse".into()).await;
         assert!(phc.starts_with("$argon2id$"));
-        assert!(hashing.verify("correct-horse".into(), phc.clone()).await);
-        assert!(!hashing.verify("wrong".into(), phc).await);
+        assert_eq!(
+            hashing.verify("correct-horse".into(), phc.clone()).await,
+            Ok(true)
+        );
+        assert_eq!(hashing.verify("wrong".into(), phc).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crates_own_phc_strings() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let hashing = PasswordHashing::new(Params::MIN_M_COST, 1, 1, HashGate::new(1, 0)).unwrap();
+        let theirs = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 2, 1, None).unwrap(),
+        )
+        .hash_password(b"correct-horse")
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            hashing.verify("correct-horse".into(), theirs.clone()).await,
+            Ok(true)
+        );
+        assert_eq!(
+            hashing.verify("correct-hors".into(), theirs).await,
+            Ok(false)
+        );
+        let ours = hashing.hash("correct-horse".into()).await;
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct-horse", ours.as_str())
+                .is_ok(),
+            "{ours}"
+        );
+        for broken in [
+            "",
+            "!demo",
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ",
+            "$argon2id$v=19$x=1$a$b",
+        ] {
+            assert_eq!(hashing.verify("x".into(), broken.into()).await, Ok(false));
+        }
     }
 }

@@ -96,6 +96,50 @@ pub struct Config {
     #[arg(long, env = "APEX_RATE_LIMIT_PER_SEC", default_value_t = 20)]
     pub rate_limit_per_sec: u32,
 
+    /// Password hashes (logins) computed at once; 0 means one per available core. Each holds
+    /// the argon2 memory cost (`--argon2-m-cost`) while it runs.
+    #[arg(long, env = "APEX_LOGIN_CONCURRENCY", default_value_t = 0)]
+    pub login_concurrency: usize,
+
+    /// Logins waiting for a hashing slot; one more is answered `503` with `Retry-After`
+    /// before any hashing.
+    #[arg(long, env = "APEX_LOGIN_QUEUE", default_value_t = 64)]
+    pub login_queue: usize,
+
+    /// Login and demo requests allowed per client address per second, in this instance
+    /// (burst `--login-ip-burst`); beyond it `429` with `Retry-After`. 0 turns the limit off.
+    #[arg(long, env = "APEX_LOGIN_IP_PER_SEC", default_value_t = 20.0)]
+    pub login_ip_per_sec: f64,
+
+    /// Login and demo requests a client address may make at once before `--login-ip-per-sec`
+    /// applies.
+    #[arg(long, env = "APEX_LOGIN_IP_BURST", default_value_t = 200)]
+    pub login_ip_burst: u32,
+
+    /// Failed logins allowed per account (email) per minute, in this instance (burst
+    /// `--login-account-failure-burst`); beyond it every login of the account, right password
+    /// or not, is `429` with `Retry-After` until the allowance refills. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "APEX_LOGIN_ACCOUNT_FAILURES_PER_MIN",
+        default_value_t = 6.0
+    )]
+    pub login_account_failures_per_min: f64,
+
+    /// Failed logins an account may take in a row before `--login-account-failures-per-min`
+    /// applies.
+    #[arg(long, env = "APEX_LOGIN_ACCOUNT_FAILURE_BURST", default_value_t = 10)]
+    pub login_account_failure_burst: u32,
+
+    /// Demo users (`--demo-mode`) live at once per instance; one more is `503` with
+    /// `Retry-After` (until the oldest expires).
+    #[arg(long, env = "APEX_DEMO_MAX_USERS", default_value_t = 1000)]
+    pub demo_max_users: usize,
+
+    /// Lifetime of a demo user and its tokens, in seconds; expired demo users are deleted.
+    #[arg(long, env = "APEX_DEMO_TTL_SECS", default_value_t = 3600)]
+    pub demo_ttl_secs: u64,
+
     /// A fresh connection holds live events this long (or until its first frame) so that a
     /// `resume` sent as the first frame replays in order without duplicates.
     #[arg(long, env = "APEX_RESUME_WINDOW_MS", default_value_t = 100)]
@@ -203,6 +247,13 @@ impl Config {
         config.argon2_m_cost = argon2::Params::MIN_M_COST;
         config.argon2_t_cost = 1;
         config.argon2_p_cost = 1;
+        // Tests and the harness's bundled backend log many virtual users in from 127.0.0.1 at
+        // once; the limits stay on (the code path is the same) but far above what they send.
+        config.login_queue = 1024;
+        config.login_ip_per_sec = 10_000.0;
+        config.login_ip_burst = 10_000;
+        config.login_account_failures_per_min = 60_000.0;
+        config.login_account_failure_burst = 1000;
         config
     }
 

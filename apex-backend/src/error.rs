@@ -2,7 +2,9 @@
 //! causes logged and never shown.
 
 use axum::Json;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -29,6 +31,10 @@ pub enum ApiError {
     NotFound,
     #[error("a dependency is unavailable")]
     Unavailable(String),
+    #[error("too many requests; retry later")]
+    RateLimited(Duration),
+    #[error("the server is busy; retry later")]
+    Busy(Duration),
 }
 
 impl ApiError {
@@ -42,6 +48,8 @@ impl ApiError {
             Self::UnknownUser => (StatusCode::UNAUTHORIZED, "UNKNOWN_USER"),
             Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "BUSY"),
         }
     }
 }
@@ -49,6 +57,12 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::limits::Busy> for ApiError {
+    fn from(busy: crate::limits::Busy) -> Self {
+        Self::Busy(busy.0)
     }
 }
 
@@ -65,6 +79,13 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed on a dependency");
         }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Self::RateLimited(wait) | Self::Busy(wait) = &self {
+            let secs = wait.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -16,6 +16,7 @@
 //! - [`agents`]: Data Helper, Optimizer, Report Generator (pure functions).
 //! - [`store`], [`bus`]: the durable state and the event streams, each a trait with an
 //!   in-process implementation.
+//! - [`limits`]: the bounds on password hashing, login attempts and demo users.
 //! - [`auth`], [`metrics`], [`fixtures`], [`error`]: tokens and passwords, Prometheus text,
 //!   seed data, the HTTP error type.
 //!
@@ -29,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod fixtures;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod run;
@@ -39,6 +41,7 @@ pub mod store;
 pub mod ws;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -145,7 +148,9 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not sweep the runs of this instance's previous life");
     }
     let sweeper = tokio::spawn(sweep_orphaned_runs(state.clone()));
-    axum::serve(listener, app(state.clone()))
+    // The peer address keys the per-client login limit.
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining");

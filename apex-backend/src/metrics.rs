@@ -82,6 +82,10 @@ pub struct Metrics {
     pub error_frames: AtomicU64,
     pub logins_ok: AtomicU64,
     pub logins_failed: AtomicU64,
+    /// Login and demo requests refused by a rate limit (429).
+    pub logins_limited: AtomicU64,
+    /// Logins refused because the hashing queue was full (503).
+    pub logins_busy: AtomicU64,
     pub journey_duration: Histogram,
 }
 
@@ -200,6 +204,16 @@ impl Metrics {
             out,
             "apex_logins_total{{result=\"failed\"}} {}",
             self.logins_failed.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "apex_logins_total{{result=\"rate_limited\"}} {}",
+            self.logins_limited.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "apex_logins_total{{result=\"busy\"}} {}",
+            self.logins_busy.load(Relaxed)
         );
         self.journey_duration.render(
             &mut out,

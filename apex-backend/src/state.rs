@@ -1,6 +1,7 @@
 //! The shared state of one backend instance, and how it is built from a [`Config`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use crate::auth::{PasswordHashing, TokenKeys};
 use crate::bus::EventBus;
 use crate::config::Config;
 use crate::fixtures::{FixtureError, Fixtures};
+use crate::limits::{DemoUsers, HashGate, RateLimiter};
 use crate::metrics::Metrics;
 use crate::services::{ServiceError, ServiceMode, Services};
 use crate::store::{Store, StoreError, UserRecord};
@@ -37,11 +39,23 @@ pub enum StartupError {
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
     #[error(
+        "APEX_JWT_SECRET (--jwt-secret) is {0} bytes: an HS256 secret needs at least \
+         {MIN_JWT_SECRET_BYTES} (256 bits) of random bytes; unset it for a random secret per process"
+    )]
+    WeakJwtSecret(usize),
+    #[error(
         "--sabotage {0:?} breaks the golden path on purpose and is refused without \
          --allow-sabotage (test only; see docs/failure-modes.md)"
     )]
     SabotageRefused(crate::sabotage::Sabotage),
 }
+
+/// The shortest HS256 secret accepted: the hash's output size, below which a secret is easier
+/// to guess than the signature.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Client addresses and accounts each rate limiter tracks at most (about 100 bytes each).
+const RATE_LIMIT_KEYS: usize = 100_000;
 
 /// Per-user count of runs in flight, bounded by `max_runs_per_user`.
 #[derive(Debug, Default)]
@@ -105,6 +119,11 @@ pub struct Inner {
     pub passwords: PasswordHashing,
     /// Hash verified against when the email is unknown, so timing does not tell.
     pub dummy_hash: String,
+    /// Login and demo requests per client address.
+    pub login_ip: RateLimiter<IpAddr>,
+    /// Failed logins per account (lower-cased email).
+    pub login_failures: RateLimiter<String>,
+    pub demo_users: DemoUsers,
     pub pricing: Arc<Pricing>,
     pub metrics: Metrics,
     pub run_slots: RunSlots,
@@ -166,9 +185,13 @@ impl AppState {
             config.argon2_m_cost,
             config.argon2_t_cost,
             config.argon2_p_cost,
+            HashGate::new(config.login_concurrency, config.login_queue),
         )
         .map_err(|e| StartupError::Argon2(e.to_string()))?;
         let secret = match &config.jwt_secret {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(StartupError::WeakJwtSecret(secret.len()));
+            }
             Some(secret) => secret.as_bytes().to_vec(),
             None => {
                 tracing::warn!(
@@ -215,6 +238,20 @@ impl AppState {
             tokens,
             passwords,
             dummy_hash,
+            login_ip: RateLimiter::new(
+                config.login_ip_per_sec,
+                config.login_ip_burst,
+                RATE_LIMIT_KEYS,
+            ),
+            login_failures: RateLimiter::new(
+                config.login_account_failures_per_min / 60.0,
+                config.login_account_failure_burst,
+                RATE_LIMIT_KEYS,
+            ),
+            demo_users: DemoUsers::new(
+                config.demo_max_users,
+                std::time::Duration::from_secs(config.demo_ttl_secs),
+            ),
             pricing: Arc::new(fixtures.pricing),
             metrics: Metrics::default(),
             run_slots: RunSlots::default(),

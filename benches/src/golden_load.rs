@@ -75,7 +75,15 @@ fn start_backend(args: &Args) -> Backend {
         ])
         .args(["--think-time-ms", &args.think_time_ms.to_string()])
         .args(["--rate-limit-per-sec", "1000"])
-        .env("APEX_JWT_SECRET", "golden-load")
+        // Every journey logs in from 127.0.0.1, up to thousands a second: far beyond the
+        // per-client login allowance meant for one real client.
+        .args([
+            "--login-ip-per-sec",
+            "1000000",
+            "--login-ip-burst",
+            "1000000",
+        ])
+        .env("APEX_JWT_SECRET", "golden-load-secret-0123456789abcdef")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -1,21 +1,23 @@
 //! `POST /api/auth/login` (alias `/auth/login`), `/api/auth/refresh`, `/api/auth/demo` and
 //! `/api/websocket/ticket`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::auth::TokenType;
+use crate::auth::{TokenError, TokenType, unix_now};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::UserRecord;
+use crate::store::{RefreshRecord, RefreshUse, UserRecord};
 
 #[derive(Debug, Deserialize)]
 struct LoginRequest {
@@ -44,28 +46,83 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::InvalidBody(format!("invalid request body: {e}")))
 }
 
-fn tokens_for(state: &AppState, user: &UserRecord) -> TokenResponse {
+/// A token lifetime, capped for demo users: their tokens end with the user.
+fn ttl_for(state: &AppState, user: &UserRecord, ttl: u64) -> u64 {
+    if user.is_demo {
+        ttl.min(state.demo_users.ttl().as_secs())
+    } else {
+        ttl
+    }
+}
+
+/// The tokens of a login or a refresh; the refresh token's `jti` is `refresh_jti`, already
+/// stored.
+fn tokens_for(state: &AppState, user: &UserRecord, refresh_jti: Uuid) -> TokenResponse {
+    let access_ttl = ttl_for(state, user, state.config.access_ttl_secs);
     TokenResponse {
-        access_token: state.tokens.issue(
-            user.id,
-            &user.email,
-            TokenType::Access,
-            state.config.access_ttl_secs,
-        ),
-        refresh_token: state.tokens.issue(
+        access_token: state
+            .tokens
+            .issue(user.id, &user.email, TokenType::Access, access_ttl),
+        refresh_token: state.tokens.issue_with_jti(
             user.id,
             &user.email,
             TokenType::Refresh,
-            state.config.refresh_ttl_secs,
+            ttl_for(state, user, state.config.refresh_ttl_secs),
+            refresh_jti,
         ),
         token_type: "Bearer",
-        expires_in: state.config.access_ttl_secs,
+        expires_in: access_ttl,
         user: json!({ "id": user.id, "email": user.email, "name": user.name }),
     }
 }
 
+/// The tokens of a new session (login, demo): its refresh token starts a family.
+async fn new_session(state: &AppState, user: &UserRecord) -> Result<TokenResponse, ApiError> {
+    let jti = Uuid::new_v4();
+    let ttl = ttl_for(state, user, state.config.refresh_ttl_secs);
+    state
+        .store
+        .store_refresh(RefreshRecord {
+            jti,
+            family: Uuid::new_v4(),
+            user_id: user.id,
+            expires_at: unix_now() + ttl,
+        })
+        .await?;
+    Ok(tokens_for(state, user, jti))
+}
+
+/// The peer address of the request, when the server was started with connect info (always,
+/// through [`crate::serve`]).
+pub struct ClientIp(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
+/// Counts a login or demo request against its client address: `429` beyond the allowance.
+fn limit_client(state: &AppState, ip: &ClientIp) -> Result<(), ApiError> {
+    if let Some(ip) = ip.0 {
+        state.login_ip.take(&ip).map_err(|wait| {
+            state.metrics.logins_limited.fetch_add(1, Relaxed);
+            ApiError::RateLimited(wait)
+        })?;
+    }
+    Ok(())
+}
+
 pub async fn login(
     State(state): State<AppState>,
+    ip: ClientIp,
     body: Bytes,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let request: LoginRequest = parse_body(&body)?;
@@ -74,24 +131,41 @@ pub async fn login(
             "email and password must not be empty".into(),
         ));
     }
+    // The limits are checked before the store and the hash: a refused login costs neither.
+    limit_client(&state, &ip)?;
+    let account = request.email.trim().to_lowercase();
+    state.login_failures.check(&account).map_err(|wait| {
+        state.metrics.logins_limited.fetch_add(1, Relaxed);
+        ApiError::RateLimited(wait)
+    })?;
     let user = state.store.user_by_email(request.email.trim()).await?;
     let hash = user
         .as_ref()
         .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
-    let ok = state.passwords.verify(request.password, hash).await;
+    let ok = state
+        .passwords
+        .verify(request.password, hash)
+        .await
+        .inspect_err(|_| {
+            state.metrics.logins_busy.fetch_add(1, Relaxed);
+        })?;
     match user {
         Some(user) if ok => {
             state.metrics.logins_ok.fetch_add(1, Relaxed);
             tracing::info!(user_id = %user.id, "login");
-            Ok(Json(tokens_for(&state, &user)))
+            Ok(Json(new_session(&state, &user).await?))
         }
         _ => {
             state.metrics.logins_failed.fetch_add(1, Relaxed);
+            state.login_failures.charge(&account);
             Err(ApiError::InvalidCredentials)
         }
     }
 }
 
+/// Spends the refresh token and answers with its successor. A refresh token presented a
+/// second time means a copy is in other hands: its family (every token rotated from the same
+/// login) is revoked, for whoever holds it.
 pub async fn refresh(
     State(state): State<AppState>,
     body: Bytes,
@@ -105,15 +179,41 @@ pub async fn refresh(
         .user_by_id(claims.sub)
         .await?
         .ok_or(ApiError::UnknownUser)?;
-    Ok(Json(tokens_for(&state, &user)))
+    let next = Uuid::new_v4();
+    let ttl = ttl_for(&state, &user, state.config.refresh_ttl_secs);
+    let now = unix_now();
+    match state
+        .store
+        .rotate_refresh(claims.jti, now, next, now + ttl)
+        .await?
+    {
+        RefreshUse::Rotated => Ok(Json(tokens_for(&state, &user, next))),
+        RefreshUse::Reused => {
+            tracing::warn!(user_id = %user.id, jti = %claims.jti,
+                "a spent refresh token was presented again: its family is revoked");
+            Err(TokenError::Revoked.into())
+        }
+        RefreshUse::Refused => Err(TokenError::Revoked.into()),
+    }
 }
 
-/// Demo mode only: a fresh user per call, never one shared identity.
-pub async fn demo(State(state): State<AppState>) -> Result<Json<TokenResponse>, ApiError> {
+/// Demo mode only: a fresh user per call, never one shared identity. At most
+/// `--demo-max-users` live at once; each lives `--demo-ttl-secs` (its tokens no longer), then
+/// is deleted.
+pub async fn demo(
+    State(state): State<AppState>,
+    ip: ClientIp,
+) -> Result<Json<TokenResponse>, ApiError> {
     if !state.config.demo_mode {
         return Err(ApiError::NotFound);
     }
+    limit_client(&state, &ip)?;
+    let now = Instant::now();
+    for expired in state.demo_users.expired(now) {
+        state.store.delete_user(expired).await?;
+    }
     let id = Uuid::new_v4();
+    state.demo_users.admit(id, now).map_err(ApiError::Busy)?;
     let user = UserRecord {
         id,
         email: format!("demo-{}@demo.apex.test", id.simple()),
@@ -124,7 +224,7 @@ pub async fn demo(State(state): State<AppState>) -> Result<Json<TokenResponse>, 
     };
     state.store.upsert_user(user.clone()).await?;
     tracing::info!(user_id = %id, "demo user issued");
-    Ok(Json(tokens_for(&state, &user)))
+    Ok(Json(new_session(&state, &user).await?))
 }
 
 /// Resolves the request's bearer access token to its user.

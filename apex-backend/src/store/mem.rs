@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{MessageRecord, RunRecord, RunStatus, Store, StoreError, UserRecord};
+use super::{
+    MessageRecord, RefreshRecord, RefreshUse, RunRecord, RunStatus, Store, StoreError, UserRecord,
+};
 use crate::agents::UsageRecord;
 use crate::protocol::Event;
 
@@ -22,6 +24,13 @@ struct Tables {
     /// Heartbeat of running runs; finish time of interrupted ones.
     run_times: HashMap<Uuid, Instant>,
     events: HashMap<Uuid, BTreeMap<u64, (Uuid, Event)>>,
+    refresh: HashMap<Uuid, RefreshRow>,
+}
+
+struct RefreshRow {
+    token: RefreshRecord,
+    spent: bool,
+    revoked: bool,
 }
 
 /// In-process [`Store`].
@@ -74,6 +83,97 @@ impl Store for MemStore {
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
         Ok(self.tables().users.get(&id).cloned())
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        if let Some(user) = t.users.remove(&id) {
+            t.users_by_email.remove(&user.email.to_lowercase());
+        }
+        t.usage.remove(&id);
+        t.events.retain(|_, log| {
+            log.retain(|_, (user, _)| *user != id);
+            !log.is_empty()
+        });
+        let threads: Vec<Uuid> = t
+            .thread_owners
+            .iter()
+            .filter(|(_, owner)| **owner == id)
+            .map(|(thread, _)| *thread)
+            .collect();
+        for thread in threads {
+            t.thread_owners.remove(&thread);
+            t.messages.remove(&thread);
+        }
+        let runs: Vec<Uuid> = t
+            .runs
+            .values()
+            .filter(|run| run.user_id == id)
+            .map(|run| run.id)
+            .collect();
+        for run in runs {
+            t.runs.remove(&run);
+            t.run_times.remove(&run);
+        }
+        t.refresh.retain(|_, row| row.token.user_id != id);
+        Ok(())
+    }
+
+    async fn store_refresh(&self, token: RefreshRecord) -> Result<(), StoreError> {
+        let mut t = self.tables();
+        // Expired tokens can never be used again; they are dropped as the table doubles.
+        if t.refresh.len() >= 1024 && t.refresh.len().is_power_of_two() {
+            let now = crate::auth::unix_now();
+            t.refresh.retain(|_, row| row.token.expires_at >= now);
+        }
+        t.refresh.insert(
+            token.jti,
+            RefreshRow {
+                token,
+                spent: false,
+                revoked: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        jti: Uuid,
+        now: u64,
+        next: Uuid,
+        next_expires_at: u64,
+    ) -> Result<RefreshUse, StoreError> {
+        let mut t = self.tables();
+        let Some(row) = t.refresh.get_mut(&jti) else {
+            return Ok(RefreshUse::Refused);
+        };
+        if row.revoked || row.token.expires_at < now {
+            return Ok(RefreshUse::Refused);
+        }
+        let token = row.token;
+        if row.spent {
+            for row in t.refresh.values_mut() {
+                if row.token.family == token.family {
+                    row.revoked = true;
+                }
+            }
+            return Ok(RefreshUse::Reused);
+        }
+        row.spent = true;
+        t.refresh.insert(
+            next,
+            RefreshRow {
+                token: RefreshRecord {
+                    jti: next,
+                    expires_at: next_expires_at,
+                    ..token
+                },
+                spent: false,
+                revoked: false,
+            },
+        );
+        Ok(RefreshUse::Rotated)
     }
 
     async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError> {

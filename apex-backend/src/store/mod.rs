@@ -42,6 +42,27 @@ pub struct UserRecord {
     pub is_demo: bool,
 }
 
+/// A refresh token as the store keeps it. Tokens rotated from one login form a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub jti: Uuid,
+    pub family: Uuid,
+    pub user_id: Uuid,
+    /// Seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// It was live: it is spent now and its successor is stored in its family.
+    Rotated,
+    /// It had been spent already, so a copy is in other hands: its whole family is revoked.
+    Reused,
+    /// Unknown, expired or revoked: nothing changed.
+    Refused,
+}
+
 /// Who wrote a message in a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +117,20 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_user(&self, user: UserRecord) -> Result<(), StoreError>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>, StoreError>;
+    /// Deletes a user and everything of theirs; an unknown id is not an error.
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Stores a newly issued refresh token (the first of a family, at login).
+    async fn store_refresh(&self, token: RefreshRecord) -> Result<(), StoreError>;
+    /// Spends the refresh token `jti` and stores `next` (same user, `next_expires_at`) in its
+    /// family, in one step: of two concurrent uses only one rotates, the other revokes.
+    async fn rotate_refresh(
+        &self,
+        jti: Uuid,
+        now: u64,
+        next: Uuid,
+        next_expires_at: u64,
+    ) -> Result<RefreshUse, StoreError>;
 
     /// Replaces a user's usage records.
     async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError>;

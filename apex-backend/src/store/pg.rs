@@ -12,7 +12,10 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
-use super::{MessageRecord, Role, RunRecord, RunStatus, Store, StoreError, UserRecord};
+use super::{
+    MessageRecord, RefreshRecord, RefreshUse, Role, RunRecord, RunStatus, Store, StoreError,
+    UserRecord,
+};
 use crate::agents::UsageRecord;
 use crate::protocol::Event;
 
@@ -269,6 +272,99 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.map(user_from))
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            // The event log has no foreign key (it is appended to before a run row may
+            // exist); threads, messages, runs and usage go with the user (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM events WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM users WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
+        .await?;
+        self.usage_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        Ok(())
+    }
+
+    async fn store_refresh(&self, token: RefreshRecord) -> Result<(), StoreError> {
+        // Expired tokens can never be used again; every login clears those of its user, in
+        // the same round trip.
+        self.bounded(
+            sqlx::query(
+                "WITH expired AS (DELETE FROM refresh_tokens WHERE user_id = $3 AND expires_at < $5)
+                 INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(token.jti)
+            .bind(token.family)
+            .bind(token.user_id)
+            .bind(token.expires_at as i64)
+            .bind(crate::auth::unix_now() as i64)
+            .execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        jti: Uuid,
+        now: u64,
+        next: Uuid,
+        next_expires_at: u64,
+    ) -> Result<RefreshUse, StoreError> {
+        self.bounded(async {
+            let mut tx = self.pool.begin().await?;
+            // The row lock makes concurrent uses of one token take turns: one rotates, the
+            // next finds it spent.
+            let row: Option<(Uuid, Uuid, i64, bool, bool)> = sqlx::query_as(
+                "SELECT family, user_id, expires_at, spent, revoked FROM refresh_tokens
+                 WHERE jti = $1 FOR UPDATE",
+            )
+            .bind(jti)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((family, user_id, expires_at, spent, revoked)) = row else {
+                return Ok(RefreshUse::Refused);
+            };
+            if revoked || expires_at < now as i64 {
+                return Ok(RefreshUse::Refused);
+            }
+            if spent {
+                sqlx::query("UPDATE refresh_tokens SET revoked = true WHERE family = $1")
+                    .bind(family)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(RefreshUse::Reused);
+            }
+            sqlx::query("UPDATE refresh_tokens SET spent = true WHERE jti = $1")
+                .bind(jti)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (jti, family, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(next)
+            .bind(family)
+            .bind(user_id)
+            .bind(next_expires_at as i64)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(RefreshUse::Rotated)
+        })
+        .await
     }
 
     async fn set_usage(&self, user_id: Uuid, records: Vec<UsageRecord>) -> Result<(), StoreError> {

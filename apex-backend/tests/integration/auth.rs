@@ -1,7 +1,7 @@
 //! Login, refresh and token verification at the HTTP API and the WebSocket handshake.
 
 use apex_backend::auth::{Claims, TokenKeys, TokenType, unix_now};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 
 use crate::support::*;
@@ -92,6 +92,80 @@ async fn tokens_carry_the_documented_claims_and_refresh_works() {
         )
         .await;
     assert_eq!(status, 401, "{reply}");
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
+    let server = TestServer::start().await;
+    let login = server.login_response(ALICE).await;
+    let refresh = |token: &Value| {
+        let token = token.clone();
+        let server = &server;
+        async move {
+            server
+                .post("/api/auth/refresh", json!({ "refresh_token": token }))
+                .await
+        }
+    };
+    let (status, second) = refresh(&login["refresh_token"]).await;
+    assert_eq!(status, 200, "{second}");
+    let (status, third) = refresh(&second["refresh_token"]).await;
+    assert_eq!(status, 200, "{third}");
+    // Another login is another family, untouched by what follows.
+    let other = server.login_response(ALICE).await;
+
+    // The first token was spent: presenting it again revokes the family, whose newest token
+    // then fails too.
+    let (status, reply) = refresh(&login["refresh_token"]).await;
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(reply["error"]["code"], "INVALID_TOKEN");
+    let (status, reply) = refresh(&third["refresh_token"]).await;
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        "refresh token is unknown, already used or revoked"
+    );
+    let (status, reply) = refresh(&other["refresh_token"]).await;
+    assert_eq!(status, 200, "{reply}");
+    // Access tokens are not refresh tokens and are not revoked with them.
+    let (status, _) = refresh(&third["access_token"]).await;
+    assert_eq!(status, 401);
+    server.ticket(third["access_token"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_never_stored_is_refused() {
+    let server = TestServer::start().await;
+    let user = server.login_response(ALICE).await["user"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let minted = server
+        .state
+        .tokens
+        .issue(user, ALICE, TokenType::Refresh, 600);
+    let (status, reply) = server
+        .post("/api/auth/refresh", json!({ "refresh_token": minted }))
+        .await;
+    assert_eq!(status, 401, "{reply}");
+}
+
+#[tokio::test]
+async fn a_jwt_secret_under_32_bytes_is_refused_at_start() {
+    let mut config = apex_backend::Config::for_tests();
+    config.fixtures_dir = fixtures_dir();
+    config.jwt_secret = Some("x".repeat(31));
+    let err = apex_backend::AppState::embedded(config.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("APEX_JWT_SECRET") && err.contains("31 bytes"),
+        "{err}"
+    );
+    config.jwt_secret = Some("x".repeat(32));
+    assert!(apex_backend::AppState::embedded(config).await.is_ok());
 }
 
 #[tokio::test]

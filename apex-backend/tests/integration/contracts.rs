@@ -6,7 +6,8 @@ use std::time::Duration;
 use apex_backend::bus::{EventBus, MemBus, RedisBus, RedisBusOptions};
 use apex_backend::protocol::{EventDraft, EventType};
 use apex_backend::store::{
-    MemStore, MessageRecord, PgStore, PgStoreOptions, Role, RunRecord, RunStatus, Store, UserRecord,
+    MemStore, MessageRecord, PgStore, PgStoreOptions, RefreshRecord, RefreshUse, Role, RunRecord,
+    RunStatus, Store, UserRecord,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -297,6 +298,98 @@ async fn store_contract(store: Arc<dyn Store>) {
         logged.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [1, 2],
         "ordered, idempotent per seq"
+    );
+
+    // Refresh tokens: each use spends one and stores its successor; a spent one presented
+    // again revokes the family; unknown, expired and revoked ones are refused.
+    let now = apex_backend::auth::unix_now();
+    let later = now + 3600;
+    let (family, first, second_jti, third_jti) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    store
+        .store_refresh(RefreshRecord {
+            jti: first,
+            family,
+            user_id: bob.id,
+            expires_at: later,
+        })
+        .await
+        .unwrap();
+    let rotate = |jti, next| store.rotate_refresh(jti, now, next, later);
+    assert_eq!(
+        rotate(first, second_jti).await.unwrap(),
+        RefreshUse::Rotated
+    );
+    assert_eq!(
+        rotate(second_jti, third_jti).await.unwrap(),
+        RefreshUse::Rotated
+    );
+    assert_eq!(
+        rotate(first, Uuid::new_v4()).await.unwrap(),
+        RefreshUse::Reused
+    );
+    assert_eq!(
+        rotate(third_jti, Uuid::new_v4()).await.unwrap(),
+        RefreshUse::Refused,
+        "the family is revoked"
+    );
+    assert_eq!(
+        rotate(Uuid::new_v4(), Uuid::new_v4()).await.unwrap(),
+        RefreshUse::Refused
+    );
+    let expired = Uuid::new_v4();
+    store
+        .store_refresh(RefreshRecord {
+            jti: expired,
+            family: Uuid::new_v4(),
+            user_id: bob.id,
+            expires_at: now - 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rotate(expired, Uuid::new_v4()).await.unwrap(),
+        RefreshUse::Refused
+    );
+    let other_family = Uuid::new_v4();
+    store
+        .store_refresh(RefreshRecord {
+            jti: other_family,
+            family: Uuid::new_v4(),
+            user_id: bob.id,
+            expires_at: later,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rotate(other_family, Uuid::new_v4()).await.unwrap(),
+        RefreshUse::Rotated,
+        "other families are untouched"
+    );
+
+    // Deleting a user (expired demo users) takes everything of theirs and frees the email.
+    store.delete_user(alice.id).await.unwrap();
+    assert!(store.user_by_id(alice.id).await.unwrap().is_none());
+    assert!(
+        store
+            .user_by_email("alice@contract.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.run(second).await.unwrap().is_none());
+    assert!(store.run_events(second).await.unwrap().is_empty());
+    assert!(store.messages(lifecycle_thread).await.unwrap().is_empty());
+    store.delete_user(alice.id).await.unwrap();
+    store.upsert_user(alice.clone()).await.unwrap();
+    assert_eq!(
+        store.user_by_id(bob.id).await.unwrap().unwrap().email,
+        bob.email,
+        "other users are untouched"
     );
 }
 

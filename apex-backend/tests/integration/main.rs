@@ -9,6 +9,7 @@ mod delivery;
 mod golden_path;
 mod isolation;
 mod isolation_props;
+mod limits;
 mod operations;
 mod services;
 mod support;

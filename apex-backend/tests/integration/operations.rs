@@ -14,6 +14,8 @@ async fn health_ready_and_metrics_report_the_service() {
     let ready: Value = response.json().await.unwrap();
     assert_eq!(ready["mode"], "embedded");
     assert_eq!(ready["dependencies"]["store"]["ok"], true);
+    assert_eq!(ready["dependencies"]["store"]["state"], "ok");
+    assert_eq!(ready["dependencies"]["bus"]["state"], "ok");
     assert_eq!(ready["dependencies"]["bus"]["kind"], "memory");
 
     let mut client = server.client(ALICE).await;

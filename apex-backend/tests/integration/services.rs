@@ -344,6 +344,11 @@ async fn redis_answering_in_seven_and_a_half_seconds_degrades_and_recovers() {
     );
     let status = ready(&server).await;
     assert_eq!(status["status"], "degraded", "{status}");
+    let bus = &status["dependencies"]["bus"]["state"];
+    assert!(
+        ["degraded", "timeout", "unavailable"].contains(&bus.as_str().unwrap()),
+        "{status}"
+    );
     let metrics = server.metrics_text().await;
     assert!(metrics.contains("apex_bus_degraded 1"), "{metrics}");
     assert!(
@@ -431,6 +436,19 @@ async fn postgres_down_fails_fast_with_clear_errors_and_recovers() {
     );
     let response = server.http.get(server.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap();
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    let store = &ready["dependencies"]["store"];
+    assert_eq!(store["ok"], false, "{body}");
+    assert!(
+        store["state"] == "timeout" || store["state"] == "unavailable",
+        "{body}"
+    );
+    // Names the state, never the driver's message (addresses, ports).
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("error"),
+        "{body}"
+    );
 
     proxy.clear();
     wait_for_ready_status(&server, "ready").await;
