@@ -497,6 +497,11 @@ async fn resolve_target(
                 );
                 Ok((bundled.target.clone(), Some(bundled), proxies))
             }
+            // A harness built without the backend was asked for it: bad usage, not infrastructure.
+            Err(e @ crate::bundled::BundledError::NotBuilt) => {
+                let _ = writeln!(err, "error: {e}");
+                Err(exit_codes::USAGE)
+            }
             Err(e) => {
                 let _ = writeln!(err, "error: the bundled backend could not start: {e}");
                 Err(exit_codes::INFRASTRUCTURE)
