@@ -101,7 +101,7 @@ impl Prepared {
     }
 
     /// One journey of virtual user `vu`, judged on its own connections (isolation across
-    /// journeys is checked over all of them, [`super::judge`]).
+    /// journeys is checked over all of them, in [`super::run_scenario`]).
     pub async fn journey(
         &self,
         vu: u32,
