@@ -28,6 +28,9 @@ pub enum Command {
     /// Run the same scenarios against a baseline and a candidate target in paired rounds and
     /// recommend a rollback (exit 6) when a rollback rule fires for the candidate.
     Canary(Box<CanaryArgs>),
+    /// Run scenarios against a target every --every, forever or for --rounds, and serve
+    /// Prometheus /metrics, /api/status and a live dashboard on --listen.
+    Monitor(Box<MonitorArgs>),
     /// Check scenario files without running them (no network). Exit 2 on any error.
     Validate {
         /// Scenario files or folders (searched for *.yaml / *.yml).
@@ -191,6 +194,34 @@ pub struct RunArgs {
     /// `timeout` with what they waited for, and scenarios not yet started are not run.
     #[arg(long, value_name = "DURATION", value_parser = max_duration)]
     pub max_duration: Option<std::time::Duration>,
+}
+
+/// Options of `monitor`.
+#[derive(Debug, clap::Args)]
+pub struct MonitorArgs {
+    /// Scenario files or folders.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    /// `bundled` or a URL, as for `run`.
+    #[arg(long, default_value = "bundled")]
+    pub target: String,
+    #[command(flatten)]
+    pub select: Selection,
+    /// Time between the starts of two rounds (`30s`, `5m`).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = max_duration)]
+    pub every: std::time::Duration,
+    /// Stop after this many rounds (default: run until interrupted).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: Option<u64>,
+    /// Where to serve the dashboard (/), /metrics and /api/status; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Also append each round's results here, one JSON object per scenario and round.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Rounds of history kept in memory for the dashboard's charts.
+    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_rounds: u64,
 }
 
 fn max_duration(text: &str) -> Result<std::time::Duration, ScenarioError> {
@@ -518,6 +549,16 @@ async fn resolve_target(
     })
 }
 
+/// Whether a scenario puts faults between the backend and its Redis or Postgres.
+fn needs_proxies(scenarios: &[ScenarioFile]) -> bool {
+    scenarios.iter().any(|f| {
+        f.scenario
+            .faults
+            .iter()
+            .any(|x| x.between != crate::scenario::FaultPlace::Target)
+    })
+}
+
 fn write_file(path: &Option<PathBuf>, content: &str, err: &mut impl Write) {
     if let Some(path) = path
         && let Err(error) = std::fs::write(path, content)
@@ -545,17 +586,17 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
     };
     options.baseline = baseline.clone();
     runtime.block_on(async {
-        let needs_proxies = scenarios.iter().any(|f| {
-            f.scenario
-                .faults
-                .iter()
-                .any(|x| x.between != crate::scenario::FaultPlace::Target)
-        });
-        let (target, _bundled, dependencies) =
-            match resolve_target(&args.target, &args.select, needs_proxies, err).await {
-                Ok(t) => t,
-                Err(code) => return code,
-            };
+        let (target, _bundled, dependencies) = match resolve_target(
+            &args.target,
+            &args.select,
+            needs_proxies(&scenarios),
+            err,
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
         options.target = target.clone();
         options.dependencies = dependencies;
         options.cutoff = crate::runner::Cutoff::start(args.max_duration, args.fail_fast);
@@ -728,12 +769,64 @@ fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
     })
 }
 
+fn monitor(args: MonitorArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let Prepared {
+        scenarios,
+        mut options,
+        runtime,
+    } = match prepare(&args.paths, &args.select, args.target == "bundled", err) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    options.progress = false;
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = writeln!(err, "error: --listen {}: {e}", args.listen);
+                return exit_codes::USAGE;
+            }
+        };
+        let (target, _bundled, dependencies) = match resolve_target(
+            &args.target,
+            &args.select,
+            needs_proxies(&scenarios),
+            err,
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        options.target = target;
+        options.dependencies = dependencies;
+        let monitor = crate::monitor::MonitorOptions {
+            every: args.every,
+            rounds: args.rounds,
+            history_file: args.history.clone(),
+            history_rounds: args.history_rounds as usize,
+        };
+        let listening = listener
+            .local_addr()
+            .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+        let _ = writeln!(
+            out,
+            "monitor: dashboard http://{listening}/ · metrics http://{listening}/metrics · \
+             a round every {:?} against {}",
+            args.every, options.target.authority
+        );
+        let _ = out.flush();
+        crate::monitor::run(&scenarios, &options, &monitor, listener, out).await
+    })
+}
+
 /// Runs a command; returns the process exit code.
 pub fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
     match cli.command {
         Command::Run(args) => run(*args, out, err),
         Command::Compare(args) => compare(&args, out, err),
         Command::Canary(args) => canary(*args, out, err),
+        Command::Monitor(args) => monitor(*args, out, err),
         Command::Validate { paths, fixtures } => match load_all(&paths, Some(&fixtures), err) {
             Some(scenarios) => {
                 for file in &scenarios {

@@ -8,7 +8,7 @@
 //!
 //! - [`builder`]: the runner from Rust tests (`Harness::bundled().scenario(..).run()`).
 //! - [`bundled`]: `--target bundled`, the reference backend in-process.
-//! - [`cli`]: the command line (`run`, `compare`, `canary`, `validate`, `list`) as clap types turned into library calls;
+//! - [`cli`]: the command line (`run`, `compare`, `canary`, `monitor`, `validate`, `list`) as clap types turned into library calls;
 //!   [`exit_codes`] names every exit code in one place.
 //! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
 //!   ticket, load-balancer-preserved header, none), frames recorded into a transcript,
@@ -36,6 +36,8 @@
 //!   data limit, close after N WebSocket frames, upgrade-header rewriting) for `faults:`.
 //! - [`compare`]: two runs compared metric by metric with confidence intervals, and the
 //!   quadrilemma detector (`compare`, `run --baseline`).
+//! - [`monitor`]: the scenarios in rounds against a target, with Prometheus `/metrics`, a
+//!   status document and a live dashboard (`monitor`).
 //! - [`canary`]: the same scenarios against a baseline and a candidate target, interleaved,
 //!   and the stability protocol's rollback rules (`canary`).
 
@@ -48,6 +50,7 @@ pub mod compare;
 pub mod exit_codes;
 pub mod fault;
 pub mod metrics;
+pub mod monitor;
 pub mod profile;
 pub mod report;
 pub mod runner;
