@@ -678,17 +678,44 @@ impl Journey<'_> {
     async fn expect(&mut self, step: &ExpectStep) -> Result<(), Failure> {
         let deadline = Instant::now() + step.timeout.unwrap_or(self.ctx.timeout * 3);
         let mut progress = Progress::new(step, deadline);
+        let result = self.expect_in_order(step, &mut progress).await;
+        // The awaited event never came (missing, too late, or the connection ended first): it
+        // counts as not delivered in the event delivery rates. Events after it were never
+        // judged and do not count either way.
+        if let Err(failure) = &result
+            && progress.error_wanted.is_none()
+            && !progress.matched.get(progress.next).copied().unwrap_or(true)
+            && matches!(
+                failure.class,
+                FailureClass::MissingEvent(_)
+                    | FailureClass::Timeout
+                    | FailureClass::ConnectionClosed
+                    | FailureClass::ConnectionLost
+                    | FailureClass::Ws1011
+            )
+        {
+            let awaited = progress.waiting_for().to_owned();
+            self.outcome.events.push((awaited, None));
+        }
+        result
+    }
+
+    async fn expect_in_order(
+        &mut self,
+        step: &ExpectStep,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), Failure> {
         loop {
             if progress.done() {
                 return Ok(());
             }
-            let Some(frame) = self.next_awaited_frame(&mut progress).await? else {
+            let Some(frame) = self.next_awaited_frame(progress).await? else {
                 continue;
             };
-            match self.screen(step, &progress, &frame).await? {
+            match self.screen(step, progress, &frame).await? {
                 Screened::Skip => {}
                 Screened::ErrorWanted => return Ok(()),
-                Screened::Event(kind) => self.take_event(&mut progress, kind, &frame)?,
+                Screened::Event(kind) => self.take_event(progress, kind, &frame)?,
             }
         }
     }

@@ -7,6 +7,7 @@ mod double;
 mod faults;
 mod invariants;
 mod journey;
+mod monitor;
 mod netra;
 mod run;
 mod sabotage;
