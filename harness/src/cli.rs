@@ -182,6 +182,11 @@ pub struct RunArgs {
     /// Write a Markdown report here (for CI step summaries).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Write one self-contained HTML page here: the verdict, latency histograms and
+    /// percentiles, the waterfall of the slowest and of each failed journey, the failures
+    /// with their last frames (readable offline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Show each scenario's latencies, rates and every threshold, and a table of all of them
     /// (by default: a line per scenario, breached thresholds and failures in full).
     #[arg(short, long)]
@@ -652,7 +657,7 @@ async fn run_printing(
     report
 }
 
-/// The `--json`, `--junit` and `--markdown` reports asked for, secrets redacted.
+/// The `--json`, `--junit`, `--markdown` and `--html` reports asked for, secrets redacted.
 fn write_reports(
     args: &RunArgs,
     report: &crate::report::RunReport,
@@ -666,6 +671,7 @@ fn write_reports(
         ),
         (&args.junit, crate::report::junit(report)),
         (&args.markdown, crate::report::markdown(report)),
+        (&args.html, crate::report::html(report, target)),
     ];
     for (path, content) in reports {
         write_file(path, &report.redact(&content), err);

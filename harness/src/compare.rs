@@ -1436,6 +1436,7 @@ mod tests {
                 duration: Duration::from_secs_f64(summary.duration_s),
                 skipped: None,
                 cut_short: 0,
+                slowest: None,
             }],
             secrets: Vec::new(),
             cut: None,

@@ -1,8 +1,10 @@
 //! Reports of a run: the end-of-run summary for a terminal or CI log, the versioned JSON
-//! document (`--json PATH`, schema in docs/scenarios.md), JUnit XML and Markdown, all
+//! document (`--json PATH`, schema in docs/scenarios.md), JUnit XML, Markdown and a
+//! self-contained HTML page (`--html PATH`), all
 //! rendered from the run's data in [`model`].
 
 mod error;
+mod html;
 pub mod model;
 
 use std::fmt::Write as _;
@@ -12,7 +14,8 @@ use serde_json::{Value, json};
 use crate::metrics::Metrics;
 use crate::threshold::Verdict;
 pub use error::ReportError;
-pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped};
+pub use html::html;
+pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped, Timeline};
 
 /// Version of the JSON report's shape.
 pub const JSON_SCHEMA_VERSION: u32 = 1;

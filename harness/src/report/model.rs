@@ -54,6 +54,19 @@ impl fmt::Display for Skipped {
     }
 }
 
+/// When a journey's phases ended and its events arrived, since it started: the waterfall of
+/// the HTML report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    pub email: String,
+    /// Login done and connection open (`None` when the journey did not get there).
+    pub login: Option<Duration>,
+    pub connect: Option<Duration>,
+    /// Each expected event and when it arrived; `None` when it never did.
+    pub events: Vec<(String, Option<Duration>)>,
+    pub total: Duration,
+}
+
 /// A failed journey, kept for the diagnosis.
 #[derive(Debug, Clone)]
 pub struct FailedJourney {
@@ -64,6 +77,8 @@ pub struct FailedJourney {
     /// How the last connection ended, when the server closed it or it was lost:
     /// `1000 "main cleanup"`.
     pub close: Option<String>,
+    /// Its phases and events in time.
+    pub timeline: Timeline,
 }
 
 /// The outcome of one scenario.
@@ -82,6 +97,8 @@ pub struct ScenarioReport {
     pub skipped: Option<Skipped>,
     /// Journeys stopped by `--fail-fast` after another one failed (not in `journeys`).
     pub cut_short: u64,
+    /// The slowest passed journey's phases and events.
+    pub slowest: Option<Timeline>,
 }
 
 impl ScenarioReport {
@@ -111,6 +128,7 @@ impl ScenarioReport {
             duration: Duration::ZERO,
             skipped: Some(why),
             cut_short: 0,
+            slowest: None,
         }
     }
 }

@@ -297,6 +297,7 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
             )],
             last_frames: Vec::new(),
             close: None,
+            timeline: Default::default(),
         });
     }
     let mut failures_by_class = BTreeMap::new();
@@ -321,6 +322,9 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         duration: started.elapsed(),
         skipped: None,
         cut_short,
+        slowest: (outcomes.iter().filter(|o| o.passed()))
+            .max_by_key(|o| o.timings.total)
+            .map(JourneyOutcome::timeline),
     }
 }
 
@@ -363,6 +367,7 @@ fn tally(outcomes: &[JourneyOutcome]) -> (Metrics, Vec<FailedJourney>) {
                 .map(|f| (f.at, f.value.clone()))
                 .collect(),
             close: outcome.transcripts.last().and_then(|t| t.ending()),
+            timeline: outcome.timeline(),
         });
     }
     (metrics, failed)
@@ -408,6 +413,7 @@ fn unrunnable(
             failures: vec![Failure::new(class.clone(), message.to_string(), None)],
             last_frames: Vec::new(),
             close: None,
+            timeline: Default::default(),
         }],
         failures_by_class: BTreeMap::from([(class.to_string(), 1)]),
         metrics: Metrics::default(),
@@ -415,6 +421,7 @@ fn unrunnable(
         duration: Duration::ZERO,
         skipped: None,
         cut_short: 0,
+        slowest: None,
     }
 }
 

@@ -70,6 +70,17 @@ impl JourneyOutcome {
         self.failures.is_empty()
     }
 
+    /// Its phases and events in time.
+    pub fn timeline(&self) -> crate::report::Timeline {
+        crate::report::Timeline {
+            email: self.identity.email.clone(),
+            login: self.timings.login,
+            connect: self.timings.connect,
+            events: self.events.clone(),
+            total: self.timings.total,
+        }
+    }
+
     /// Adds this journey to a run's metrics.
     pub fn record(&self, metrics: &mut Metrics) {
         metrics.count("journeys_started", 1);
