@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::bus::EventBus;
 use crate::store::Store;
@@ -163,101 +163,114 @@ pub struct Metrics {
     pub bus_operations: OperationDurations,
 }
 
+/// Registers `metric` under `name` and returns it (metrics are handles: clones share values).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// [`register`] for a metric in seconds: `_seconds` is appended to `name`, with a `# UNIT`.
+fn register_seconds<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let connections_open = Gauge::default();
-        registry.register(
+        let r = &mut registry;
+        let connections_open = register(
+            r,
             "apex_ws_connections_open",
             "WebSocket connections open now",
-            connections_open.clone(),
+            Gauge::default(),
         );
-        let connections_opened = Counter::default();
-        registry.register(
+        let connections_opened = register(
+            r,
             "apex_ws_connections_opened",
             "WebSocket connections accepted",
-            connections_opened.clone(),
+            Counter::default(),
         );
-        let connections_closed = Family::default();
-        registry.register(
+        let connections_closed = register(
+            r,
             "apex_ws_connections_closed",
             "WebSocket connections closed, by close code",
-            connections_closed.clone(),
+            Family::default(),
         );
-        let handshakes_rejected = Counter::default();
-        registry.register(
+        let handshakes_rejected = register(
+            r,
             "apex_ws_handshakes_rejected",
             "WebSocket upgrades refused by authentication",
-            handshakes_rejected.clone(),
+            Counter::default(),
         );
-        let runs = Family::<RunLabels, Counter>::default();
-        registry.register(
+        let runs = register(
+            r,
             "apex_runs",
             "Agent runs, by agent and outcome",
-            runs.clone(),
+            Family::default(),
         );
-        for outcome in RunOutcome::ALL {
-            let _ = runs.get_or_create(&RunLabels {
-                agent: crate::run::SUPERVISOR,
-                outcome: outcome.label(),
-            });
-        }
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
-        };
-        let events_sent = counter(
-            &mut registry,
+        let events_sent = register(
+            r,
             "apex_events_sent",
             "Stream events written to connections (first sends)",
+            Counter::default(),
         );
-        let events_acked = counter(
-            &mut registry,
+        let events_acked = register(
+            r,
             "apex_events_acked",
             "Sent events whose delivery a client acknowledged",
+            Counter::default(),
         );
-        let events_redelivered = counter(
-            &mut registry,
+        let events_redelivered = register(
+            r,
             "apex_events_redelivered",
             "Stream events re-sent because they were not acknowledged in time",
+            Counter::default(),
         );
-        let events_unacked_dropped = counter(
-            &mut registry,
+        let events_unacked_dropped = register(
+            r,
             "apex_events_unacked_dropped",
             "Events given up on after the last redelivery",
+            Counter::default(),
         );
-        let error_frames = counter(
-            &mut registry,
+        let error_frames = register(
+            r,
             "apex_error_frames",
             "Error frames sent to clients",
+            Counter::default(),
         );
-        let logins = Family::<ResultLabels, Counter>::default();
-        registry.register("apex_logins", "Login attempts, by result", logins.clone());
-        let login = |result| logins.get_or_create_owned(&ResultLabels { result });
-        let journey_duration = Histogram::new(JOURNEY_BUCKETS);
-        registry.register_with_unit(
+        let logins: Family<ResultLabels, Counter> = register(
+            r,
+            "apex_logins",
+            "Login attempts, by result",
+            Family::default(),
+        );
+        let journey_duration = register_seconds(
+            r,
             "apex_journey_duration",
             "Time from a user message to its agent_completed event",
-            Unit::Seconds,
-            journey_duration.clone(),
+            Histogram::new(JOURNEY_BUCKETS),
         );
-        let store_operations = OperationDurations::default();
-        registry.register_with_unit(
+        let store_operations = register_seconds(
+            r,
             "apex_store_operation_duration",
             "Latency of store (database) calls, by operation",
-            Unit::Seconds,
-            store_operations.0.clone(),
+            OperationDurations::default().0,
         );
-        let bus_operations = OperationDurations::default();
-        registry.register_with_unit(
+        let bus_operations = register_seconds(
+            r,
             "apex_bus_operation_duration",
             "Latency of event bus (Redis) calls, by operation",
-            Unit::Seconds,
-            bus_operations.0.clone(),
+            OperationDurations::default().0,
         );
         registry.register_collector(Box::new(ProcessCollector));
-        Self {
+        let login = |result| logins.get_or_create_owned(&ResultLabels { result });
+        let metrics = Self {
             registry,
             connections_open,
             connections_opened,
@@ -274,9 +287,17 @@ impl Default for Metrics {
             logins_limited: login("rate_limited"),
             logins_busy: login("busy"),
             journey_duration,
-            store_operations,
-            bus_operations,
+            store_operations: OperationDurations(store_operations),
+            bus_operations: OperationDurations(bus_operations),
+        };
+        // Every run outcome is shown from the start, at 0.
+        for outcome in RunOutcome::ALL {
+            let _ = metrics.runs.get_or_create(&RunLabels {
+                agent: crate::run::SUPERVISOR,
+                outcome: outcome.label(),
+            });
         }
+        metrics
     }
 }
 
