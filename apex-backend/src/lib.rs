@@ -17,7 +17,7 @@
 //! - [`store`], [`bus`]: the durable state and the event streams, each a trait with an
 //!   in-process implementation.
 //! - [`limits`]: the bounds on password hashing, login attempts and demo users.
-//! - [`auth`], [`metrics`], [`fixtures`], [`error`]: tokens and passwords, Prometheus text,
+//! - [`auth`], [`metrics`], [`fixtures`], [`error`]: tokens and passwords, OpenMetrics,
 //!   seed data, the HTTP error type.
 //!
 //! Test seams: [`app`] builds the router for a state; [`serve`] runs it on a listener until a

@@ -4,7 +4,6 @@
 //! connection drops, and its events wait on the user's stream for `resume`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -14,6 +13,7 @@ use crate::agents::data_helper::fetch_usage_data;
 use crate::agents::optimizer::analyze_costs;
 use crate::agents::report::generate_report;
 use crate::bus::BusError;
+use crate::metrics::RunOutcome;
 use crate::protocol::{ErrorCode, Event, EventDraft, EventType};
 use crate::sabotage::Sabotage;
 use crate::state::{AppState, RunSlot};
@@ -152,24 +152,24 @@ pub async fn start(
 
 async fn execute(state: AppState, _slot: RunSlot, run: RunContext) {
     let started = Instant::now();
-    state.metrics.runs_started.fetch_add(1, Relaxed);
+    state.metrics.run(SUPERVISOR, RunOutcome::Started);
     let mut partial = Map::new();
     let outcome = tokio::select! {
         outcome = pipeline(&state, &run, &mut partial) => outcome,
         () = state.runs_cancel.cancelled() => Err(RunFailure::Interrupted),
     };
     let Err(failure) = outcome else {
-        state.metrics.runs_completed.fetch_add(1, Relaxed);
-        state.metrics.journey_duration.observe(started.elapsed());
+        state.metrics.run(SUPERVISOR, RunOutcome::Completed);
+        state.metrics.journey(started.elapsed());
         return;
     };
     let (status, code) = match failure {
         RunFailure::Interrupted => {
-            state.metrics.runs_interrupted.fetch_add(1, Relaxed);
+            state.metrics.run(SUPERVISOR, RunOutcome::Interrupted);
             (RunStatus::Interrupted, "RUN_INTERRUPTED")
         }
         _ => {
-            state.metrics.runs_failed.fetch_add(1, Relaxed);
+            state.metrics.run(SUPERVISOR, RunOutcome::Failed);
             (RunStatus::Failed, "RUN_FAILED")
         }
     };
@@ -239,7 +239,7 @@ pub async fn interrupt_orphaned_runs(
         .interrupt_orphaned_runs(&state.server_id, restarted, state.config.run_stale_after())
         .await?;
     for run in &runs {
-        state.metrics.runs_interrupted.fetch_add(1, Relaxed);
+        state.metrics.run(SUPERVISOR, RunOutcome::Interrupted);
         tracing::warn!(run_id = %run.id, owner = %run.server_id, "run orphaned by its instance: marked interrupted");
         let payload = json!({
             "code": "RUN_INTERRUPTED",

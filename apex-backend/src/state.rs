@@ -11,13 +11,13 @@ use uuid::Uuid;
 
 use crate::agents::Pricing;
 use crate::auth::{PasswordHashing, TokenKeys};
-use crate::bus::EventBus;
+use crate::bus::{EventBus, TimedBus};
 use crate::config::Config;
 use crate::fixtures::{FixtureError, Fixtures};
 use crate::limits::{DemoUsers, HashGate, RateLimiter};
 use crate::metrics::Metrics;
 use crate::services::{ServiceError, ServiceMode, Services};
-use crate::store::{Store, StoreError, UserRecord};
+use crate::store::{Store, StoreError, TimedStore, UserRecord};
 
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -178,8 +178,16 @@ impl AppState {
         let fixtures = Fixtures::load(&config.fixtures_dir)?;
         let sabotage_state =
             crate::sabotage::SabotageState::new(fixtures.users.first().map(|(u, _)| u.id));
-        let store = services.store.clone();
-        let bus = services.bus.clone();
+        let mut metrics = Metrics::default();
+        let store: Arc<dyn Store> = Arc::new(TimedStore::new(
+            services.store.clone(),
+            metrics.store_operations.clone(),
+        ));
+        let bus: Arc<dyn EventBus> = Arc::new(TimedBus::new(
+            services.bus.clone(),
+            metrics.bus_operations.clone(),
+        ));
+        metrics.watch_services(store.clone(), bus.clone());
         let mode = services.mode;
         let passwords = PasswordHashing::new(
             config.argon2_m_cost,
@@ -253,7 +261,7 @@ impl AppState {
                 std::time::Duration::from_secs(config.demo_ttl_secs),
             ),
             pricing: Arc::new(fixtures.pricing),
-            metrics: Metrics::default(),
+            metrics,
             run_slots: RunSlots::default(),
             runs: TaskTracker::new(),
             runs_cancel: CancellationToken::new(),

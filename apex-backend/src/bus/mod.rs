@@ -8,6 +8,7 @@
 mod local;
 mod mem;
 mod redis;
+mod timed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::protocol::{Event, EventDraft};
 
 pub use mem::MemBus;
 pub use redis::{RedisBus, RedisBusOptions};
+pub use timed::TimedBus;
 
 /// A bus operation that failed.
 #[derive(Debug, thiserror::Error)]

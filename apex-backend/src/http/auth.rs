@@ -2,7 +2,6 @@
 //! `/api/websocket/ticket`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -113,7 +112,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 fn limit_client(state: &AppState, ip: &ClientIp) -> Result<(), ApiError> {
     if let Some(ip) = ip.0 {
         state.login_ip.take(&ip).map_err(|wait| {
-            state.metrics.logins_limited.fetch_add(1, Relaxed);
+            state.metrics.logins_limited.inc();
             ApiError::RateLimited(wait)
         })?;
     }
@@ -135,7 +134,7 @@ pub async fn login(
     limit_client(&state, &ip)?;
     let account = request.email.trim().to_lowercase();
     state.login_failures.check(&account).map_err(|wait| {
-        state.metrics.logins_limited.fetch_add(1, Relaxed);
+        state.metrics.logins_limited.inc();
         ApiError::RateLimited(wait)
     })?;
     let user = state.store.user_by_email(request.email.trim()).await?;
@@ -147,16 +146,16 @@ pub async fn login(
         .verify(request.password, hash)
         .await
         .inspect_err(|_| {
-            state.metrics.logins_busy.fetch_add(1, Relaxed);
+            state.metrics.logins_busy.inc();
         })?;
     match user {
         Some(user) if ok => {
-            state.metrics.logins_ok.fetch_add(1, Relaxed);
+            state.metrics.logins_ok.inc();
             tracing::info!(user_id = %user.id, "login");
             Ok(Json(new_session(&state, &user).await?))
         }
         _ => {
-            state.metrics.logins_failed.fetch_add(1, Relaxed);
+            state.metrics.logins_failed.inc();
             state.login_failures.charge(&account);
             Err(ApiError::InvalidCredentials)
         }

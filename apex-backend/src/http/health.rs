@@ -60,23 +60,10 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
+/// The instance's metrics, in the OpenMetrics text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render() + &bus_metrics(&state),
-    )
-}
-
-fn bus_metrics(state: &AppState) -> String {
-    format!(
-        "# HELP apex_bus_degraded 1 while the event bus delivers in-process only (Redis unreachable).\n\
-         # TYPE apex_bus_degraded gauge\napex_bus_degraded {}\n\
-         # HELP apex_bus_degradations_total Times the event bus entered degraded mode.\n\
-         # TYPE apex_bus_degradations_total counter\napex_bus_degradations_total {}\n",
-        u8::from(state.bus.is_degraded()),
-        state.bus.degradations()
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.render(),
     )
 }

@@ -6,6 +6,7 @@
 
 mod mem;
 mod pg;
+mod timed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +16,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::agents::UsageRecord;
+use crate::metrics::CacheLookups;
 use crate::protocol::Event;
 
 pub use mem::MemStore;
 pub use pg::{PgStore, PgStoreOptions};
+pub use timed::TimedStore;
 
 /// A store operation that failed. Callers map it to 503s and error frames, never to panics.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,10 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Lookups of the store's caches so far (`apex_cache_requests_total`); none by default.
+    fn caches(&self) -> Vec<CacheLookups> {
+        Vec::new()
+    }
 
     /// Inserts a user; an existing user with the same id is replaced.
     async fn upsert_user(&self, user: UserRecord) -> Result<(), StoreError>;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use super::{
     UserRecord,
 };
 use crate::agents::UsageRecord;
+use crate::metrics::CacheLookups;
 use crate::protocol::Event;
 
 /// How to reach Postgres and where to keep the tables.
@@ -38,6 +40,10 @@ pub struct PgStore {
     /// Usage logs change only when seeded; every run reads one, so they are cached per
     /// instance (refreshed by this instance's `set_usage`).
     usage_cache: Mutex<HashMap<Uuid, Arc<Vec<UsageRecord>>>>,
+    /// Lookups of `usage_cache` answered from it.
+    usage_hits: AtomicU64,
+    /// Lookups of `usage_cache` that went to the database.
+    usage_misses: AtomicU64,
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
@@ -181,6 +187,8 @@ impl PgStore {
             pool,
             timeout: options.timeout,
             usage_cache: Mutex::default(),
+            usage_hits: AtomicU64::new(0),
+            usage_misses: AtomicU64::new(0),
         };
         if options.run_migrations {
             // Migrations take an advisory lock, so instances starting together are safe.
@@ -216,6 +224,14 @@ impl PgStore {
 impl Store for PgStore {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn caches(&self) -> Vec<CacheLookups> {
+        vec![CacheLookups {
+            cache: "usage",
+            hits: self.usage_hits.load(Relaxed),
+            misses: self.usage_misses.load(Relaxed),
+        }]
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -406,8 +422,10 @@ impl Store for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .get(&user_id)
         {
+            self.usage_hits.fetch_add(1, Relaxed);
             return Ok(cached.clone());
         }
+        self.usage_misses.fetch_add(1, Relaxed);
         let rows: Vec<(Json<UsageRecord>,)> = self
             .bounded(
                 sqlx::query_as("SELECT record FROM usage_records WHERE user_id = $1 ORDER BY line")

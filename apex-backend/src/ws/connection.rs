@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::json;
@@ -102,8 +101,8 @@ async fn serve_connection(
     last_seq: Option<u64>,
     connection_id: Uuid,
 ) {
-    state.metrics.connections_opened.fetch_add(1, Relaxed);
-    state.metrics.connections_open.fetch_add(1, Relaxed);
+    state.metrics.connections_opened.inc();
+    state.metrics.connections_open.inc();
     tracing::info!("connected");
     state
         .bus
@@ -256,7 +255,7 @@ impl Connection {
         message: &str,
         details: Option<serde_json::Value>,
     ) -> Result<(), Closed> {
-        self.state.metrics.error_frames.fetch_add(1, Relaxed);
+        self.state.metrics.error_frames.inc();
         self.send(error_frame(code, message, details)).await
     }
 
@@ -307,7 +306,9 @@ impl Connection {
                 Ok(())
             }
             ClientFrame::Ack { seq } => {
-                self.pending = self.pending.split_off(&(seq.saturating_add(1)));
+                let unconfirmed = self.pending.split_off(&(seq.saturating_add(1)));
+                let confirmed = std::mem::replace(&mut self.pending, unconfirmed).len();
+                self.state.metrics.events_acked.inc_by(confirmed as u64);
                 Ok(())
             }
             ClientFrame::Resume { last_seq } => self.resume(last_seq).await,
@@ -362,7 +363,7 @@ impl Connection {
 
     /// Books a first send: advances the cursor and awaits its acknowledgement.
     fn sent(&mut self, event: Arc<Event>) {
-        self.state.metrics.events_sent.fetch_add(1, Relaxed);
+        self.state.metrics.events_sent.inc();
         self.cursor = event.seq;
         self.sent_lo = Some(self.sent_lo.map_or(event.seq, |lo| lo.min(event.seq)));
         let due = Instant::now() + self.state.config.redelivery_timeout();
@@ -471,7 +472,7 @@ impl Connection {
                 // Older than anything sent here: a first delivery on this connection, below
                 // the cursor because the client asked for it.
                 self.send(event.to_json(false)).await?;
-                self.state.metrics.events_sent.fetch_add(1, Relaxed);
+                self.state.metrics.events_sent.inc();
                 self.sent_lo = Some(self.sent_lo.map_or(event.seq, |lo| lo.min(event.seq)));
             } else {
                 self.send_first(event).await?;
@@ -497,16 +498,13 @@ impl Connection {
             };
             if pending.resends >= max {
                 self.pending.remove(&seq);
-                self.state
-                    .metrics
-                    .events_unacked_dropped
-                    .fetch_add(1, Relaxed);
+                self.state.metrics.events_unacked_dropped.inc();
                 continue;
             }
             pending.resends += 1;
             pending.due = now + timeout;
             let text = pending.event.to_json(true);
-            self.state.metrics.events_redelivered.fetch_add(1, Relaxed);
+            self.state.metrics.events_redelivered.inc();
             self.send(text).await?;
         }
         Ok(())

@@ -8,7 +8,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use std::sync::atomic::Ordering::Relaxed;
 
 use crate::protocol::MAX_FRAME_BYTES;
 use crate::state::AppState;
@@ -47,7 +46,7 @@ pub async fn handler(
     let user = match auth::authenticate(&state, &headers, query.ticket.as_deref(), &offered).await {
         Ok(user) => user,
         Err(e) => {
-            state.metrics.handshakes_rejected.fetch_add(1, Relaxed);
+            state.metrics.handshakes_rejected.inc();
             tracing::info!(reason = %e, "websocket handshake refused");
             return e.into_response();
         }

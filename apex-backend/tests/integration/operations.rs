@@ -29,7 +29,7 @@ async fn health_ready_and_metrics_report_the_service() {
     drop(client);
     let metrics = server.metrics_text().await;
     for line in [
-        "apex_runs_total{outcome=\"completed\"} 1",
+        "apex_runs_total{agent=\"supervisor\",outcome=\"completed\"} 1",
         "apex_events_sent_total 11",
         "apex_logins_total{result=\"ok\"} 1",
         "apex_logins_total{result=\"failed\"} 1",
@@ -38,6 +38,65 @@ async fn health_ready_and_metrics_report_the_service() {
     ] {
         assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
     }
+}
+
+/// One journey shows in the business metrics: runs by agent, deliveries confirmed, the
+/// store's and bus's operations timed; and the text is OpenMetrics Prometheus accepts.
+#[tokio::test]
+async fn a_journey_shows_in_the_business_metrics() {
+    let server = TestServer::start().await;
+    let mut client = server.client(ALICE).await;
+    assert_complete_run(&client.ask("where am I wasting money?").await);
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let metrics = server.metrics_once("apex_events_acked_total", 11.0).await;
+    assert!(
+        !metrics.contains("..\n"),
+        "HELP ends in one period: {metrics}"
+    );
+    let samples = parse_exposition(&metrics);
+    let value = |series: &str| samples.get(series).copied().unwrap_or(-1.0);
+    for (series, expected) in [
+        (
+            "apex_runs_total{agent=\"supervisor\",outcome=\"started\"}",
+            1.0,
+        ),
+        (
+            "apex_runs_total{agent=\"supervisor\",outcome=\"completed\"}",
+            1.0,
+        ),
+        (
+            "apex_runs_total{agent=\"supervisor\",outcome=\"failed\"}",
+            0.0,
+        ),
+        ("apex_events_sent_total", 11.0),
+        ("apex_events_acked_total", 11.0),
+        ("apex_events_redelivered_total", 0.0),
+        ("apex_ws_connections_open", 1.0),
+        ("apex_bus_degraded", 0.0),
+    ] {
+        assert_eq!(value(series), expected, "{series} in\n{metrics}");
+    }
+    for series in [
+        "apex_store_operation_duration_seconds_count{operation=\"begin_run\"}",
+        "apex_store_operation_duration_seconds_count{operation=\"usage\"}",
+        "apex_store_operation_duration_seconds_count{operation=\"complete_run\"}",
+        "apex_bus_operation_duration_seconds_count{operation=\"append\"}",
+        "apex_bus_operation_duration_seconds_count{operation=\"fan_out\"}",
+    ] {
+        assert!(value(series) > 0.0, "{series} in\n{metrics}");
+    }
+    // The in-memory store has no cache to report.
+    assert!(!metrics.contains("apex_cache_requests"), "{metrics}");
+    drop(client);
 }
 
 #[tokio::test]

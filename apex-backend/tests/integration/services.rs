@@ -12,6 +12,48 @@ use apex_harness::fault::{Direction, FaultProxy, Toxic};
 
 const SECRET: &str = "apex-test-secret-not-for-production";
 
+/// On Postgres and Redis, `/metrics` times the store's and the bus's operations and counts the
+/// usage cache: a user's first run misses it, the next one hits.
+#[tokio::test]
+async fn metrics_on_services_time_operations_and_count_cache_lookups() {
+    let services = services_or_skip!("metrics_on_services_time_operations_and_count_cache_lookups");
+    let server = TestServer::start_on(&services, |_| {}).await;
+    let mut client = server.client(ALICE).await;
+    assert_complete_run(&client.ask("where am I wasting money?").await);
+    assert_complete_run(&client.ask("and where else?").await);
+    let metrics = server.metrics_text().await;
+    let samples = parse_exposition(&metrics);
+    let value = |series: &str| samples.get(series).copied().unwrap_or(-1.0);
+    for (series, expected) in [
+        (
+            "apex_runs_total{agent=\"supervisor\",outcome=\"completed\"}",
+            2.0,
+        ),
+        (
+            "apex_cache_requests_total{cache=\"usage\",result=\"miss\"}",
+            1.0,
+        ),
+        (
+            "apex_cache_requests_total{cache=\"usage\",result=\"hit\"}",
+            1.0,
+        ),
+        (
+            "apex_bus_operation_duration_seconds_count{operation=\"append\"}",
+            22.0,
+        ),
+        (
+            "apex_store_operation_duration_seconds_count{operation=\"begin_run\"}",
+            2.0,
+        ),
+    ] {
+        assert_eq!(value(series), expected, "{series} in\n{metrics}");
+    }
+    assert!(
+        value("apex_store_operation_duration_seconds_sum{operation=\"begin_run\"}") > 0.0,
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn golden_path_on_services_is_durable_when_agent_completed_arrives() {
     let services =

@@ -120,10 +120,24 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The OpenMetrics text of `/metrics`.
     pub async fn metrics_text(&self) -> String {
         let response = self.http.get(self.url("/metrics")).send().await.unwrap();
         response.text().await.unwrap()
+    }
+
+    /// `/metrics` once `series` (as written, labels included) reaches `at_least`, within
+    /// [`FRAME_TIMEOUT`]: counters a connection updates after the client moved on.
+    pub async fn metrics_once(&self, series: &str, at_least: f64) -> String {
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+        loop {
+            let text = self.metrics_text().await;
+            let value = parse_exposition(&text).get(series).copied();
+            if value >= Some(at_least) || tokio::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -609,4 +623,57 @@ pub async fn assert_live_runs_survive_sweeps(server: &TestServer) {
         let run = server.state.store.run(run_id).await.unwrap().unwrap();
         assert_eq!(run.status, apex_backend::store::RunStatus::Completed);
     }
+}
+
+/// The samples of an OpenMetrics text exposition, by series (`name{labels}`), after checking
+/// the syntax Prometheus relies on: metadata lines are `# HELP`, `# TYPE` or `# UNIT`, every
+/// other line is `name{label="value",…} value`, and the text ends with `# EOF`.
+pub fn parse_exposition(text: &str) -> std::collections::HashMap<String, f64> {
+    let body = text
+        .strip_suffix("# EOF\n")
+        .unwrap_or_else(|| panic!("no `# EOF` at the end of\n{text}"));
+    let mut samples = std::collections::HashMap::new();
+    for line in body.lines() {
+        if let Some(meta) = line.strip_prefix("# ") {
+            let kind = meta.split(' ').next().unwrap_or_default();
+            assert!(
+                ["HELP", "TYPE", "UNIT"].contains(&kind),
+                "bad line `{line}`"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in `{line}`"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in `{line}`"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}')),
+            None => (series, Some("")),
+        };
+        let name_ok = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        let labels_ok = labels.is_some_and(|labels| {
+            labels.is_empty()
+                || labels.split(',').all(|pair| {
+                    pair.split_once('=').is_some_and(|(key, value)| {
+                        !key.is_empty()
+                            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            && value.len() >= 2
+                            && value.starts_with('"')
+                            && value.ends_with('"')
+                    })
+                })
+        });
+        assert!(name_ok && labels_ok, "bad sample `{line}`");
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "`{series}` twice"
+        );
+    }
+    samples
 }

@@ -1141,7 +1141,8 @@ fn check_needles(step: &ResponseStep, text: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Checks `metric` in a Prometheus text exposition against `bound` (`< 5e8`, `>= 1`).
+/// Checks `metric` in a Prometheus or OpenMetrics text exposition against `bound` (`< 5e8`,
+/// `>= 1`). Comment lines (`# HELP`, `# TYPE`, `# UNIT`, `# EOF`) are skipped.
 fn check_metric(exposition: &str, metric: &str, bound: &str) -> Result<(), RunError> {
     let value: f64 = exposition
         .lines()
@@ -1258,6 +1259,60 @@ mod tests {
         let plain = "## Savings\nSwitch **gpt-4o** to gpt-4o-mini (saves $12.40/month); Cache \
                      repeated prompts (ttl=1h). See the table: {\"model\": \"gpt-4o\"}.";
         assert_eq!(leaked_internals(plain), None);
+    }
+
+    /// An excerpt of the bundled backend's `/metrics` (OpenMetrics, from prometheus-client):
+    /// counter families named without `_total`, `# UNIT` lines, label sets, `# EOF`.
+    const OPENMETRICS: &str = r#"# HELP apex_runs Agent runs, by agent and outcome.
+# TYPE apex_runs counter
+apex_runs_total{agent="supervisor",outcome="started"} 2
+apex_runs_total{agent="supervisor",outcome="completed"} 2
+# HELP apex_store_operation_duration_seconds Latency of store (database) calls, by operation.
+# TYPE apex_store_operation_duration_seconds histogram
+# UNIT apex_store_operation_duration_seconds seconds
+apex_store_operation_duration_seconds_sum{operation="begin_run"} 0.008755118
+apex_store_operation_duration_seconds_count{operation="begin_run"} 2
+apex_store_operation_duration_seconds_bucket{le="0.005",operation="begin_run"} 1
+apex_store_operation_duration_seconds_bucket{le="+Inf",operation="begin_run"} 2
+# HELP process_resident_memory_bytes Resident memory of this process.
+# TYPE process_resident_memory_bytes gauge
+# UNIT process_resident_memory_bytes bytes
+process_resident_memory_bytes 26099712
+# EOF
+"#;
+
+    #[test]
+    fn openmetrics_expositions_are_checked_like_prometheus_text() {
+        let check = |metric, bound| check_metric(OPENMETRICS, metric, bound);
+        assert!(check("process_resident_memory_bytes", "< 1e9").is_ok());
+        assert!(
+            check(
+                "apex_runs_total{agent=\"supervisor\",outcome=\"completed\"}",
+                "== 2"
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "apex_store_operation_duration_seconds_bucket{le=\"+Inf\",operation=\"begin_run\"}",
+                ">= 2"
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                "apex_store_operation_duration_seconds_sum{operation=\"begin_run\"}",
+                "< 0.01"
+            )
+            .is_ok()
+        );
+        // Family names in comments are not samples.
+        for metric in ["apex_runs", "apex_store_operation_duration_seconds", "EOF"] {
+            assert!(
+                matches!(check(metric, ">= 0"), Err(RunError::NoMetric { .. })),
+                "{metric}"
+            );
+        }
     }
 
     #[test]

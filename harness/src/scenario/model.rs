@@ -490,8 +490,9 @@ pub struct HttpStep {
     /// Dotted path → expected JSON value in the response body.
     #[serde(default)]
     pub json: BTreeMap<String, Value>,
-    /// Prometheus metric (as written, labels included) → bound, e.g.
-    /// `process_resident_memory_bytes: "< 500000000"`; for a `/metrics` endpoint.
+    /// Prometheus metric (a sample's series as written, labels included) → bound, e.g.
+    /// `process_resident_memory_bytes: "< 500000000"`; for a `/metrics` endpoint in the
+    /// Prometheus or OpenMetrics text format (where a counter's samples end in `_total`).
     #[serde(default)]
     pub metrics: BTreeMap<String, String>,
 }
