@@ -71,7 +71,10 @@ pub fn html(report: &RunReport, target: &str) -> String {
         out.push_str(&scenario_section(scenario));
     }
     out.push_str("</main></body></html>\n");
-    super::model::redact(&report.secrets.iter().map(|s| esc(s)).collect::<Vec<_>>(), &out)
+    super::model::redact(
+        &report.secrets.iter().map(|s| esc(s)).collect::<Vec<_>>(),
+        &out,
+    )
 }
 
 fn summary_table(report: &RunReport) -> String {
@@ -302,7 +305,12 @@ fn waterfall_svg(timeline: &Timeline) -> String {
     let mut previous = Duration::ZERO;
     for (i, (name, at)) in rows.iter().enumerate() {
         let y = 4.0 + i as f64 * ROW;
-        let _ = write!(out, "<text x=\"4\" y=\"{:.1}\">{}</text>", y + 12.0, esc(name));
+        let _ = write!(
+            out,
+            "<text x=\"4\" y=\"{:.1}\">{}</text>",
+            y + 12.0,
+            esc(name)
+        );
         match at {
             Some(at) => {
                 let (x0, x1) = (scale(previous), scale(*at));
@@ -319,14 +327,13 @@ fn waterfall_svg(timeline: &Timeline) -> String {
                 previous = (*at).max(previous);
             }
             None => {
+                let x = scale(previous).min(W - 90.0);
                 let _ = write!(
                     out,
-                    "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ffebe9\" stroke=\"#cf222e\"/>\
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"86\" height=\"{:.1}\" fill=\"#ffebe9\" stroke=\"#cf222e\"/>\
                      <text x=\"{:.1}\" y=\"{:.1}\" style=\"fill:#cf222e\">never arrived</text>",
-                    scale(previous),
-                    (W - 70.0 - scale(previous)).max(1.5),
                     ROW - 5.0,
-                    scale(previous) + 4.0,
+                    x + 4.0,
                     y + 12.0
                 );
             }
@@ -348,7 +355,11 @@ fn failed_journey(journey: &FailedJourney) -> String {
     }
     out.push_str("</ul>");
     if let Some(close) = &journey.close {
-        let _ = write!(out, "<p class=\"muted\">connection closed: {}</p>", esc(close));
+        let _ = write!(
+            out,
+            "<p class=\"muted\">connection closed: {}</p>",
+            esc(close)
+        );
     }
     out.push_str(&waterfall_svg(&journey.timeline));
     if !journey.last_frames.is_empty() {

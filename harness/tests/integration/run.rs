@@ -262,3 +262,38 @@ async fn only_journeys_that_check_content_count_towards_answer_quality() {
     assert!(report.passed(), "{:?}", report.failed);
     assert_eq!(report.metrics.rates["content_pass_rate"].total, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_html_report_shows_the_verdict_the_waterfall_and_the_failures() {
+    let (target, _server) = crate::start_backend_with(|c| {
+        c.sabotage = Some(apex_backend::sabotage::Sabotage::DropEvent);
+        c.allow_sabotage = true;
+    })
+    .await;
+    let page = std::env::temp_dir().join(format!("apex-harness-{}.html", std::process::id()));
+    let (url, path) = (
+        format!("http://{}", target.authority),
+        page.to_str().unwrap().to_owned(),
+    );
+    let scenario = workspace().join("scenarios/golden_path.yaml");
+    let (code, out, _) = tokio::task::spawn_blocking(move || {
+        let scenario = scenario.to_str().unwrap().to_owned();
+        run(&[&scenario, "--target", &url, "--html", &path])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, exit_codes::JOURNEY_FAILED, "{out}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let _ = std::fs::remove_file(&page);
+    assert!(html.contains("data-exit=\"1\""), "{html}");
+    assert!(html.contains("missing_event:tool_completed"), "{html}");
+    // The failed journey's waterfall: the events that came, and the one that never did.
+    assert!(html.contains(">agent_started</text>") && html.contains("never arrived"));
+    assert!(html.contains("last 6 frames"), "{html}");
+    // Self-contained: no script, nothing fetched.
+    for outside in ["<script", "src=", "href=\"http", "@import"] {
+        assert!(!html.contains(outside), "{outside} in {html}");
+    }
+    // The fixture user's password never appears.
+    assert!(!html.contains("correct-horse"));
+}
