@@ -110,7 +110,7 @@ impl Exported {
         );
         r.register(
             "apex_monitor_first_event_duration_seconds",
-            "Time from the message to the first event",
+            "Time from the journey's start to its first event",
             e.first_event.clone(),
         );
         r.register(
