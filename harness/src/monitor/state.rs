@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use crate::metrics::{Rate, Trend};
-use crate::report::{FailedJourney, RunReport, ScenarioReport};
+use crate::report::{FailedJourney, RunReport, ScenarioReport, Standing};
 
 /// The five events of the golden path, in protocol order: the dashboard's funnel.
 pub const EVENTS: [&str; 5] = [
@@ -326,7 +326,7 @@ impl MonitorState {
         e.content_passes
             .get_or_create(&labels())
             .inc_by(content.passes);
-        let up = report.skipped.is_none() && report.passed() && report.journeys > 0;
+        let up = standing(report) == "passing";
         e.scenario_up.get_or_create(&labels()).set(i64::from(up));
         if passed > 0 {
             e.last_success.get_or_create(&labels()).set(at);
@@ -335,11 +335,7 @@ impl MonitorState {
         if !self.order.contains(&name) {
             self.order.push(name);
         }
-        status.status = match (&report.skipped, up) {
-            (Some(_), _) => "skipped",
-            (None, true) => "passing",
-            (None, false) => "failing",
-        };
+        status.status = standing(report);
         status.passed += passed;
         status.failed += failed;
         add_rate(&mut status.connection, connection);
@@ -499,6 +495,16 @@ fn observe(histogram: &Histogram, trend: &Trend) {
         for _ in 0..count {
             histogram.observe(micros as f64 / 1e6);
         }
+    }
+}
+
+/// A scenario's status after a round: a round passes only if it ran a journey and every one
+/// passed (a round that ran nothing is not a pass).
+pub fn standing(report: &ScenarioReport) -> &'static str {
+    match report.standing() {
+        Standing::Skipped => "skipped",
+        Standing::Passed if report.journeys > 0 => "passing",
+        Standing::Passed | Standing::Failed => "failing",
     }
 }
 
