@@ -26,10 +26,16 @@ docker_install() {
 
 docker_start() {
   if docker_answers; then
-    echo "docker: a daemon already answers; using it, it is left running"
+    if docker_our_pid >/dev/null; then
+      # Ours, left over by a killed run: used, and stopped at the end like a new one.
+      APEX_DOCKER_STARTED=$(docker_our_pid)
+      echo "docker: our dockerd from an earlier run answers (pid $APEX_DOCKER_STARTED); using it"
+    else
+      echo "docker: a daemon already answers; using it, it is left running"
+    fi
     return 0
   fi
-  # A daemon of ours left over by a killed run.
+  # A daemon of ours that does not answer.
   docker_stop_pid
   mkdir -p "$APEX_DOCKER_ROOT"
   dockerd --data-root "$APEX_DOCKER_ROOT" --pidfile "$APEX_DOCKER_PIDFILE" \
@@ -49,13 +55,20 @@ docker_start() {
   echo "docker: dockerd $(docker version --format '{{.Server.Version}}') started (pid $APEX_DOCKER_STARTED, data in $APEX_DOCKER_ROOT)"
 }
 
-# Stops the dockerd whose PID is in our pidfile (ours, this run's or a killed run's).
-docker_stop_pid() {
+# The PID of a live dockerd started by this script (this run's or a killed run's).
+docker_our_pid() {
   local pid
   pid=$(cat "$APEX_DOCKER_PIDFILE" 2>/dev/null || true)
   [ -n "$pid" ] || pid="$APEX_DOCKER_STARTED"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(command -v dockerd)" ] || return 0
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(command -v dockerd)" ] || return 1
+  echo "$pid"
+}
+
+# Stops our dockerd, by its PID.
+docker_stop_pid() {
+  local pid
+  pid=$(docker_our_pid) || { rm -f "$APEX_DOCKER_PIDFILE"; return 0; }
   kill -TERM "$pid"
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
@@ -65,7 +78,8 @@ docker_stop_pid() {
 }
 
 docker_stop() {
-  [ -n "$APEX_DOCKER_STARTED" ] || [ -s "$APEX_DOCKER_PIDFILE" ] || return 0
+  # A daemon we did not start is left alone (its containers too).
+  [ -n "$APEX_DOCKER_STARTED" ] || return 0
   # Containers testcontainers left (a test process killed before its drops ran).
   local left
   left=$(docker ps -aq --filter label=org.testcontainers.managed-by=testcontainers 2>/dev/null || true)
