@@ -4,9 +4,9 @@
 #  2. starts a private dockerd (ci/docker.sh) unless a daemon already answers;
 #  3. builds apex-services/postgres:15 and apex-services/redis:7 from Debian's packages
 #     (ci/images.sh; skipped when both exist — they persist in the daemon's data root);
-#  4. runs apex-backend's service tests and the bundled harness run with
-#     `--features apex-backend/containers` and WITHOUT the service URLs, so the containers
-#     are what they use (APEX_REQUIRE_SERVICES=1: no containers is a failure, not a skip);
+#  4. runs apex-backend's service tests and the bundled harness run, built with the
+#     `containers` feature (ci/test.sh's build, reused), WITHOUT the service URLs, so the
+#     containers are what they use (APEX_REQUIRE_SERVICES=1: no containers fails, not skips);
 #  5. stops the daemon and removes what it left (containers, docker0), also on failure.
 # Prints how long each part took. Runs locally too (as root).
 set -euo pipefail
@@ -38,18 +38,17 @@ step "images" bash ci/images.sh
 # The service URLs stay unset: the containers are the services.
 unset APEX_DATABASE_URL APEX_REDIS_URL
 export APEX_REQUIRE_SERVICES=1
-FEATURE=(--locked --features apex-backend/containers)
+# ci/test.sh's build (same packages, same features): nothing to compile after it.
+BUILD=(--workspace --locked --features apex-harness/containers)
 
-step "build apex-backend tests (--features containers)" \
-  cargo test -p apex-backend "${FEATURE[@]}" --no-run -q
-step "build apex-harness (--features containers)" \
-  cargo build -p apex-harness --locked --features apex-harness/containers --bin apex-harness -q
+step "build (ci/test.sh's, --features apex-harness/containers)" \
+  cargo test "${BUILD[@]}" --no-run -q
 
 # The service tests (Postgres store and Redis bus contracts, the multi-instance journeys,
 # outages through fault proxies) and the container selection's own unit tests.
 step "service tests on containers" \
-  cargo test -p apex-backend "${FEATURE[@]}" -q --lib --test integration -- \
-  services contracts::postgres contracts::redis contracts::two_redis
+  cargo test "${BUILD[@]}" -q --lib --test integration -- \
+  services:: contracts::postgres contracts::redis contracts::two_redis
 
 # The bundled harness run: every scenario against the bundled backend, whose services are
 # now the containers (its stderr says which).
