@@ -30,6 +30,9 @@ report() {
   [ "$rc" = 0 ] || echo "--- containers: FAILED (exit $rc)" >&2
 }
 trap report EXIT
+# Killed or interrupted: exit, so that the EXIT trap stops the daemon.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 step "install docker.io, debootstrap" docker_install
 step "start dockerd" docker_start
