@@ -8,7 +8,9 @@
 #     `containers` feature (ci/test.sh's build, reused), WITHOUT the service URLs, so the
 #     containers are what they use (APEX_REQUIRE_SERVICES=1: no containers fails, not skips);
 #  5. stops the daemon and removes what it left (containers, docker0), also on failure.
-# Prints how long each part took. Runs locally too (as root).
+# Prints how long each part took. Runs locally too (as root). Measured here: about 1 min once
+# the images exist (dockerd 1 s, service tests 15 s, harness run 40 s); a machine without
+# them adds about 15 s of install and 1½–2½ min of image build (debootstrap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/docker.sh
