@@ -485,3 +485,37 @@ fn first_path(parts: &[Part]) -> PathBuf {
         .map(|p| p.report.path.clone())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_read_back_as_written_even_on_metrics_with_a_colon() {
+        for spec in [
+            "journey_duration: p(99) < 3000",
+            "event_delivery_rate:agent_completed: rate > 0.99",
+        ] {
+            let parsed = crate::threshold::parse_spec(spec)
+                .or_else(|_| parse_threshold(spec))
+                .unwrap();
+            assert_eq!(parse_threshold(&parsed.to_string()).unwrap(), parsed);
+        }
+    }
+
+    #[test]
+    fn a_shards_stop_reads_back() {
+        assert_eq!(
+            cut_of(&Value::from(
+                "--fail-fast stopped the run at the first failed journey"
+            )),
+            Some(Cut::FailFast)
+        );
+        let deadline = format!("{}", Cut::Deadline(Duration::from_secs(90)));
+        assert_eq!(
+            cut_of(&Value::from(deadline)),
+            Some(Cut::Deadline(Duration::from_secs(90)))
+        );
+        assert_eq!(cut_of(&Value::Null), None);
+    }
+}

@@ -322,17 +322,7 @@ pub async fn run_scenario_at(
         );
     }
     if outcomes.is_empty() && cut_short == 0 && options.cutoff.reached().is_none() {
-        failed.push(FailedJourney {
-            email: "-".into(),
-            failures: vec![Failure::new(
-                FailureClass::NoJourneys,
-                "the scenario's load started no journey (check `load`, --iterations and --vus)",
-                None,
-            )],
-            last_frames: Vec::new(),
-            close: None,
-            timeline: Default::default(),
-        });
+        failed.push(no_journeys());
     }
     let failures_by_class = count_classes(&failed);
     let baseline = (options.baseline.as_deref()).map(|b| b.metrics_for(&file.scenario.name));
@@ -359,6 +349,21 @@ pub async fn run_scenario_at(
             vus_total,
             ..ledger(&outcomes, &profile)
         }),
+    }
+}
+
+/// A scenario whose load started no journey, as a failed journey.
+fn no_journeys() -> FailedJourney {
+    FailedJourney {
+        email: "-".into(),
+        failures: vec![Failure::new(
+            FailureClass::NoJourneys,
+            "the scenario's load started no journey (check `load`, --iterations and --vus)",
+            None,
+        )],
+        last_frames: Vec::new(),
+        close: None,
+        timeline: Default::default(),
     }
 }
 

@@ -275,6 +275,15 @@ fn merge_refuses_reports_of_different_runs() {
         assert_eq!(code, exit_codes::USAGE, "{other}: {err}");
         assert!(err.contains(named), "{other}: expected `{named}` in: {err}");
     }
+    // A shard without the run's seed could not know the other shards' markers.
+    use clap::Parser;
+    let unseeded =
+        apex_harness::cli::Cli::try_parse_from(["apex-harness", "run", "--shard", "1/2"]);
+    let error = unseeded.expect_err("--shard without --seed");
+    assert_eq!(
+        error.kind(),
+        clap::error::ErrorKind::MissingRequiredArgument
+    );
     let (code, _, err) = merge(std::slice::from_ref(&a));
     assert_eq!(code, exit_codes::USAGE);
     assert!(err.contains("shard(s) 2 of 2 missing"), "{err}");
