@@ -420,6 +420,7 @@ fn merge_scenario(
     parts: Vec<Part>,
     baseline: Option<&Baseline>,
 ) -> Result<ScenarioReport, MergeError> {
+    check_coverage(&parts)?;
     let ran: Vec<Part> = (parts.into_iter())
         .filter(|p| p.report.shard.as_ref().is_none_or(|s| !s.vus.is_empty()))
         .collect();
@@ -476,6 +477,34 @@ fn merge_scenario(
             })?;
     }
     Ok(merged)
+}
+
+/// Every virtual user of the scenario ran on exactly one shard (when every shard says which
+/// it ran): shards run with different `--vus` are not one run.
+fn check_coverage(parts: &[Part]) -> Result<(), MergeError> {
+    let ledgers: Vec<(Shard, &ScenarioShard)> = (parts.iter())
+        .filter_map(|p| p.report.shard.as_ref().map(|s| (p.shard, s)))
+        .collect();
+    if ledgers.len() != parts.len() || ledgers.is_empty() {
+        return Ok(());
+    }
+    let total = ledgers[0].1.vus_total;
+    let mut ran: Vec<u32> = ledgers.iter().flat_map(|(_, s)| s.vus.clone()).collect();
+    ran.sort_unstable();
+    let name = parts.first().map_or("", |p| p.report.name.as_str());
+    if let Some((shard, other)) = ledgers.iter().find(|(_, s)| s.vus_total != total) {
+        let difference = format!(
+            "`{name}` has {total} virtual users on shard {}, {} on shard {shard}",
+            ledgers[0].0, other.vus_total
+        );
+        return Err(MergeError::Different { difference });
+    }
+    if !ran.iter().copied().eq(0..total) {
+        let difference =
+            format!("the shards of `{name}` did not run each of its {total} virtual users once");
+        return Err(MergeError::Different { difference });
+    }
+    Ok(())
 }
 
 /// The scenario's path, to name it in an error.

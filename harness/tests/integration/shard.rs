@@ -275,6 +275,25 @@ fn merge_refuses_reports_of_different_runs() {
         assert_eq!(code, exit_codes::USAGE, "{other}: {err}");
         assert!(err.contains(named), "{other}: expected `{named}` in: {err}");
     }
+    // Shards run with different --vus: not one run.
+    let with_vus = |shard: u32, vus: Value, total: u32| {
+        let mut r = report(5, (shard, 2), &["a"]);
+        r["scenarios"][0]["shard"] =
+            json!({ "vus": vus, "vus_total": total, "runs": {}, "seen": [] });
+        write(&format!("vus-{shard}-{total}.json"), r)
+    };
+    let (code, _, err) = merge(&[with_vus(1, json!([0]), 2), with_vus(2, json!([1]), 3)]);
+    assert_eq!(code, exit_codes::USAGE, "{err}");
+    assert!(
+        err.contains("`a` has 2 virtual users on shard 1/2, 3 on shard 2/2"),
+        "{err}"
+    );
+    let (code, _, err) = merge(&[with_vus(1, json!([0]), 3), with_vus(2, json!([1]), 3)]);
+    assert_eq!(code, exit_codes::USAGE, "{err}");
+    assert!(
+        err.contains("did not run each of its 3 virtual users once"),
+        "{err}"
+    );
     // A shard without the run's seed could not know the other shards' markers.
     use clap::Parser;
     let unseeded =
