@@ -61,7 +61,7 @@ events="[agent_started, agent_thinking, tool_executing, tool_completed, agent_th
 scenario() { # load vus
     local ramp=$(( $2 / 1000 + 1 ))
     if [ "$1" = idle ]; then
-        printf 'name: idle %s\nusers: [{ pool: vu }]\nload: { vus: %s, iterations: 1, ramp_up: %ss }\nsteps:\n  - login: {}\n  - connect: { transport: header }\n  - wait: %ss\n  - disconnect: {}\n' \
+        printf 'name: idle %s\nusers: [{ pool: vu }]\nload: { vus: %s, iterations: 1, ramp_up: %ss }\nthresholds: { journey_duration: ["p(99) < 600000"] }\nsteps:\n  - login: {}\n  - connect: { transport: header }\n  - wait: %ss\n  - disconnect: {}\n' \
             "$2" "$2" "$ramp" "$hold"
     else
         printf 'name: steady %s\nusers: [{ pool: vu }]\nload: { vus: %s, duration: %ss, ramp_up: 10s, login: once_per_vu }\nthresholds: { journey_duration: ["p(99) < 60000"] }\nsteps:\n  - login: {}\n  - connect: { transport: header }\n  - send: { content: "Where am I wasting money on LLM calls?" }\n  - expect: { events: %s, timeout: 30s }\n  - wait: 10s\n  - disconnect: {}\n' \
