@@ -78,7 +78,7 @@ measure() { # load vus
     local pid=$!
     while kill -0 "$pid" 2>/dev/null; do
         rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-        n=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)
+        n=$(ls "/proc/$pid/fd" 2>/dev/null | wc -l || true)
         [ "${rss:-0}" -gt "$peak" ] && peak=$rss
         [ "$n" -gt "$fds" ] && fds=$n
         sleep 0.2
