@@ -28,6 +28,11 @@ pub enum Command {
     /// Run the same scenarios against a baseline and a candidate target in paired rounds and
     /// recommend a rollback (exit 6) when a rollback rule fires for the candidate.
     Canary(Box<CanaryArgs>),
+    /// Merge the JSON reports of every shard of a sharded run (`run --shard K/N`) into one
+    /// run's report: journeys, failures, histograms bucket by bucket, rates and counters
+    /// added, thresholds evaluated again on the totals; exit with the merged verdict's code.
+    /// Reports of different runs (seed, shard count, scenarios, schema) are refused (exit 2).
+    Merge(MergeArgs),
     /// Run scenarios against a target every --every, forever or for --rounds, and serve
     /// Prometheus /metrics, /api/status and a live dashboard on --listen.
     Monitor(Box<MonitorArgs>),
@@ -199,6 +204,42 @@ pub struct RunArgs {
     /// `timeout` with what they waited for, and scenarios not yet started are not run.
     #[arg(long, value_name = "DURATION", value_parser = max_duration)]
     pub max_duration: Option<std::time::Duration>,
+    /// Run shard K of N (`2/4`): only this shard's virtual users of every scenario (user g of
+    /// the scenario at index s goes to shard ((g + s) mod N) + 1), arrival rates divided to
+    /// match; frames are checked against every shard's users. Needs --seed, the same on every
+    /// shard; merge the shards' --json reports with `merge`.
+    #[arg(long, value_name = "K/N", requires = "seed")]
+    pub shard: Option<crate::shard::Shard>,
+    /// The seed every journey's marker derives from (default: a random one, printed at the
+    /// start and written in the JSON report).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Options of `merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The shards' JSON reports (`run --shard K/N --json PATH`), one per shard.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Write the merged JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the merged JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write the merged Markdown report here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Write the merged run as one self-contained HTML page here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// The report `baseline * F` thresholds are relative to.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Show each scenario's latencies, rates and every threshold.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Options of `monitor`.
@@ -590,6 +631,12 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Err(code) => return code,
     };
     options.baseline = baseline.clone();
+    options.seed = args.seed.unwrap_or_else(crate::shard::random_seed);
+    options.shard = args.shard;
+    let _ = match args.shard {
+        Some(shard) => writeln!(err, "seed: {} · shard {shard}", options.seed),
+        None => writeln!(err, "seed: {} (--seed {0} repeats it)", options.seed),
+    };
     runtime.block_on(async {
         let (target, _bundled, dependencies) = match resolve_target(
             &args.target,
@@ -664,14 +711,22 @@ fn write_reports(
     target: &str,
     err: &mut impl Write,
 ) {
+    let paths = [&args.json, &args.junit, &args.markdown, &args.html];
+    write_report_files(paths, report, target, err);
+}
+
+/// Each rendering of the report to its path (JSON, JUnit, Markdown, HTML), when given.
+fn write_report_files(
+    [json, junit, markdown, html]: [&Option<PathBuf>; 4],
+    report: &crate::report::RunReport,
+    target: &str,
+    err: &mut impl Write,
+) {
     let reports = [
-        (
-            &args.json,
-            format!("{:#}\n", crate::report::json(report, target)),
-        ),
-        (&args.junit, crate::report::junit(report)),
-        (&args.markdown, crate::report::markdown(report)),
-        (&args.html, crate::report::html(report, target)),
+        (json, format!("{:#}\n", crate::report::json(report, target))),
+        (junit, crate::report::junit(report)),
+        (markdown, crate::report::markdown(report)),
+        (html, crate::report::html(report, target)),
     ];
     for (path, content) in reports {
         write_file(path, &report.redact(&content), err);
@@ -722,6 +777,30 @@ fn compare(args: &CompareArgs, out: &mut impl Write, err: &mut impl Write) -> u8
     } else {
         exit_codes::PASS
     }
+}
+
+fn merge(args: &MergeArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
+    let baseline = match baseline_option(args.baseline.as_deref(), err) {
+        Ok(baseline) => baseline,
+        Err(code) => return code,
+    };
+    let merged = (args.reports.iter())
+        .map(|path| crate::merge::read(path))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|reports| crate::merge::merge(&reports, baseline.as_deref()));
+    let (report, target) = match merged {
+        Ok(merged) => merged,
+        Err(e) => {
+            let _ = writeln!(err, "error: merge refused: {e}");
+            return exit_codes::USAGE;
+        }
+    };
+    let _ = write!(out, "{}", crate::report::summary(&report, args.verbose));
+    let paths = [&args.json, &args.junit, &args.markdown, &args.html];
+    write_report_files(paths, &report, &target, err);
+    let code = report.exit_code();
+    let _ = writeln!(out, "exit {code}");
+    code
 }
 
 fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
@@ -832,6 +911,7 @@ pub fn execute(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Command::Run(args) => run(*args, out, err),
         Command::Compare(args) => compare(&args, out, err),
         Command::Canary(args) => canary(*args, out, err),
+        Command::Merge(args) => merge(&args, out, err),
         Command::Monitor(args) => monitor(*args, out, err),
         Command::Validate { paths, fixtures } => match load_all(&paths, Some(&fixtures), err) {
             Some(scenarios) => {

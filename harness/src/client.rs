@@ -571,10 +571,16 @@ async fn upgrade(
         Some(config) => Connector::Rustls(config.clone()),
         None => Connector::Plain,
     };
-    tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
+    // Frames are a few KiB: a small read buffer (it grows for a larger one) instead of the
+    // default 128 KiB, which made a connected virtual user cost ~150 KiB of memory.
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), Some(connector))
         .await
         .map_err(upgrade_failure)
 }
+
+/// The WebSocket read buffer of a connection (benches/vus-capacity.sh measures its effect).
+const READ_BUFFER: usize = 8 * 1024;
 
 /// A failed upgrade, classified: a 401/403 answer is `auth_rejected`, another answer
 /// `handshake_failed`; TLS and I/O failures mean the server could not be reached.

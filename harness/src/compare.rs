@@ -117,7 +117,7 @@ impl Baseline {
     }
 }
 
-fn summary_of(section: &Value) -> Result<RunSummary, ReportError> {
+pub(crate) fn summary_of(section: &Value) -> Result<RunSummary, ReportError> {
     let mut metrics = Metrics::default();
     for (name, trend) in section["trends"].as_object().into_iter().flatten() {
         let Some(buckets) = trend["histogram_us"].as_array() else {
@@ -1437,9 +1437,9 @@ mod tests {
                 skipped: None,
                 cut_short: 0,
                 slowest: None,
+                shard: None,
             }],
-            secrets: Vec::new(),
-            cut: None,
+            ..Default::default()
         };
         let json = crate::report::json(&report, "bundled");
         let back = Baseline::from_json(&json).unwrap();

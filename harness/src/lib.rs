@@ -8,7 +8,7 @@
 //!
 //! - [`builder`]: the runner from Rust tests (`Harness::bundled().scenario(..).run()`).
 //! - [`bundled`]: `--target bundled`, the reference backend in-process.
-//! - [`cli`]: the command line (`run`, `compare`, `canary`, `monitor`, `validate`, `list`) as clap types turned into library calls;
+//! - [`cli`]: the command line (`run`, `merge`, `compare`, `canary`, `monitor`, `validate`, `list`) as clap types turned into library calls;
 //!   [`exit_codes`] names every exit code in one place.
 //! - [`client`]: login, a WebSocket connection by any transport (header, subprotocol,
 //!   ticket, load-balancer-preserved header, none), frames recorded into a transcript,
@@ -34,6 +34,10 @@
 //!   stability protocol's defaults, and their evaluation.
 //! - [`fault`]: a fault-injecting TCP proxy (latency, bandwidth, slicer, timeout, reset,
 //!   data limit, close after N WebSocket frames, upgrade-header rewriting) for `faults:`.
+//! - [`shard`]: `run --shard K/N --seed S`: the partition of every scenario's virtual users
+//!   over N processes, and the seed markers derive from (every shard knows every marker).
+//! - [`merge`]: shards' JSON reports merged exactly into one run's report (`merge`), refused
+//!   when they are not the shards of one run; isolation across shards by run ids.
 //! - [`compare`]: two runs compared metric by metric with confidence intervals, and the
 //!   quadrilemma detector (`compare`, `run --baseline`).
 //! - [`monitor`]: the scenarios in rounds against a target, with Prometheus `/metrics`, a
@@ -49,11 +53,13 @@ pub mod client;
 pub mod compare;
 pub mod exit_codes;
 pub mod fault;
+pub mod merge;
 pub mod metrics;
 pub mod monitor;
 pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod shard;
 pub mod threshold;
 pub mod verify;

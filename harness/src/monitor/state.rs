@@ -571,6 +571,7 @@ mod tests {
             skipped: None,
             cut_short: 0,
             slowest: None,
+            shard: None,
         }
     }
 

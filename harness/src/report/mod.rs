@@ -15,7 +15,10 @@ use crate::metrics::Metrics;
 use crate::threshold::Verdict;
 pub use error::ReportError;
 pub use html::html;
-pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped, Standing, Timeline};
+pub use model::{
+    Cut, FailedJourney, RunReport, RunShard, ScenarioReport, ScenarioShard, SeenRuns, Skipped,
+    Standing, Timeline,
+};
 
 /// Version of the JSON report's shape.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
@@ -272,6 +275,27 @@ fn metrics_json(metrics: &Metrics) -> (Value, Value, Value) {
     )
 }
 
+/// What a shard ran of a scenario, and its ledger of run ids (`run --shard`).
+fn scenario_shard_json(shard: &ScenarioShard) -> Value {
+    json!({
+        "vus": shard.vus,
+        "vus_total": shard.vus_total,
+        "runs": shard.runs,
+        "seen": shard.seen.iter().map(|seen| json!({
+            "user": seen.email, "failed": seen.failed, "ids": seen.ids,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Which shard of a run the report is, or which shards it merged.
+fn run_shard_json(shard: Option<&RunShard>) -> Value {
+    match shard {
+        None => Value::Null,
+        Some(RunShard::One(shard)) => json!({ "index": shard.index, "count": shard.count }),
+        Some(RunShard::Merged { count }) => json!({ "count": count, "merged": true }),
+    }
+}
+
 /// The JSON report (schema version [`JSON_SCHEMA_VERSION`]).
 pub fn json(report: &RunReport, target: &str) -> Value {
     let scenarios: Vec<Value> = report
@@ -279,7 +303,7 @@ pub fn json(report: &RunReport, target: &str) -> Value {
         .iter()
         .map(|s| {
             let (trends, rates, counters) = metrics_json(&s.metrics);
-            json!({
+            let mut scenario = json!({
                 "name": s.name,
                 "path": s.path,
                 "passed": s.passed(),
@@ -301,7 +325,11 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                     "close": j.close,
                     "last_frames": j.last_frames.iter().map(|(at, frame)| json!({ "at_ms": at.as_secs_f64() * 1000.0, "frame": frame })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
-            })
+            });
+            if let Some(shard) = &s.shard {
+                scenario["shard"] = scenario_shard_json(shard);
+            }
+            scenario
         })
         .collect();
     let totals = report.totals();
@@ -309,6 +337,8 @@ pub fn json(report: &RunReport, target: &str) -> Value {
     json!({
         "schema_version": JSON_SCHEMA_VERSION,
         "target": target,
+        "seed": report.seed,
+        "shard": run_shard_json(report.shard.as_ref()),
         "exit_code": report.exit_code(),
         "stopped_early": report.cut.map(|c| c.to_string()),
         "totals": {

@@ -43,6 +43,8 @@ pub enum Skipped {
     NotRun(Cut),
     /// The scenario needs what this target does not have.
     Unsupported(String),
+    /// `--shard`: none of the scenario's virtual users is on this shard (others run it).
+    NotOnShard(crate::shard::Shard),
 }
 
 impl fmt::Display for Skipped {
@@ -50,6 +52,7 @@ impl fmt::Display for Skipped {
         match self {
             Self::NotRun(cut) => write!(f, "not run: {cut}"),
             Self::Unsupported(reason) => f.write_str(reason),
+            Self::NotOnShard(shard) => write!(f, "no virtual user on shard {shard}"),
         }
     }
 }
@@ -90,6 +93,30 @@ pub enum Standing {
     Skipped,
 }
 
+/// What a shard of a sharded run ran of a scenario, and the ids the merge needs to check
+/// isolation across shards (`run --shard`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScenarioShard {
+    /// The global indices of the virtual users this shard ran.
+    pub vus: Vec<u32>,
+    /// The scenario's virtual users, all shards together.
+    pub vus_total: u32,
+    /// Run and thread ids of this shard's journeys, each with the email that started it.
+    pub runs: BTreeMap<String, String>,
+    /// Per journey, the run and thread ids of frames it received that were not its own.
+    pub seen: Vec<SeenRuns>,
+}
+
+/// The ids of runs not its own a journey received frames of: at the merge, one that another
+/// user's journey started is an isolation breach.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeenRuns {
+    pub email: String,
+    /// Its index in the scenario's failed journeys, when it failed on its shard.
+    pub failed: Option<usize>,
+    pub ids: Vec<String>,
+}
+
 /// The outcome of one scenario.
 #[derive(Debug, Clone)]
 pub struct ScenarioReport {
@@ -108,6 +135,8 @@ pub struct ScenarioReport {
     pub cut_short: u64,
     /// The slowest passed journey's phases and events.
     pub slowest: Option<Timeline>,
+    /// What this shard ran of it (`run --shard`); `None` in a run that is not sharded.
+    pub shard: Option<ScenarioShard>,
 }
 
 impl ScenarioReport {
@@ -133,6 +162,26 @@ impl ScenarioReport {
         Self::not_started(file, Skipped::NotRun(cut))
     }
 
+    /// A scenario none of whose `vus_total` virtual users is on `shard`.
+    pub(crate) fn not_on_shard(
+        file: &ScenarioFile,
+        shard: crate::shard::Shard,
+        vus_total: u32,
+    ) -> Self {
+        Self {
+            shard: Some(ScenarioShard {
+                vus_total,
+                ..ScenarioShard::default()
+            }),
+            ..Self::not_started(file, Skipped::NotOnShard(shard))
+        }
+    }
+
+    /// Another shard runs all of it: it says nothing about the run's verdict here.
+    pub fn not_on_shard_here(&self) -> bool {
+        matches!(self.skipped, Some(Skipped::NotOnShard(_)))
+    }
+
     fn not_started(file: &ScenarioFile, why: Skipped) -> Self {
         Self {
             name: file.scenario.name.clone(),
@@ -146,6 +195,7 @@ impl ScenarioReport {
             skipped: Some(why),
             cut_short: 0,
             slowest: None,
+            shard: None,
         }
     }
 }
@@ -158,6 +208,19 @@ pub struct RunReport {
     pub secrets: Vec<String>,
     /// Why the run stopped before every selected scenario was done, if it did.
     pub cut: Option<Cut>,
+    /// The seed the markers derive from (`--seed`; the same on every shard of a run).
+    pub seed: Option<u64>,
+    /// This process's shard of the run (`--shard`), or the shards a merged report merged.
+    pub shard: Option<RunShard>,
+}
+
+/// Which part of a sharded run a report is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunShard {
+    /// One shard's run.
+    One(crate::shard::Shard),
+    /// The merge of every shard of a run of `count`.
+    Merged { count: u32 },
 }
 
 impl RunReport {
@@ -177,22 +240,31 @@ impl RunReport {
 
     /// No journey of the run executed: every selected scenario was skipped, or none was
     /// selected. Such a run verified nothing and must not pass.
+    ///
+    /// A shard none of whose scenarios has a virtual user on it ran nothing, rightly: the
+    /// other shards ran them, so it is not a run that verified nothing.
     pub fn nothing_ran(&self) -> bool {
-        self.scenarios
-            .iter()
-            .all(|s| s.journeys == 0 && s.failed.is_empty())
+        let here = || self.scenarios.iter().filter(|s| !s.not_on_shard_here());
+        if here().next().is_none() && !self.scenarios.is_empty() {
+            return false;
+        }
+        here().all(|s| s.journeys == 0 && s.failed.is_empty())
     }
 
     /// The documented exit code: journeys first, then thresholds.
     pub fn exit_code(&self) -> u8 {
         // Infrastructure only when the target could not be reached at all: every journey of
         // every scenario failed as `unreachable` and nothing else.
-        let infrastructure = self.scenarios.iter().all(|s| {
-            s.journeys > 0
-                && (s.failed.iter().flat_map(|j| &j.failures))
-                    .all(|f| f.class == FailureClass::Unreachable)
-                && s.failed.len() as u64 == s.journeys
-        });
+        let here: Vec<_> = (self.scenarios.iter())
+            .filter(|s| !s.not_on_shard_here())
+            .collect();
+        let infrastructure = !here.is_empty()
+            && here.iter().all(|s| {
+                s.journeys > 0
+                    && (s.failed.iter().flat_map(|j| &j.failures))
+                        .all(|f| f.class == FailureClass::Unreachable)
+                    && s.failed.len() as u64 == s.journeys
+            });
         if self.nothing_ran() {
             // Verified nothing: the selection does not fit the target (exit 2, as bad usage).
             exit_codes::USAGE

@@ -39,8 +39,12 @@ pub struct Prepared {
     proxied_target: Target,
     /// Removed when the last journey is done (this is dropped).
     faults: Option<ScenarioFaults>,
-    /// Part of every marker: markers differ between scenarios of one run.
+    /// Part of every marker, from the run's seed and the scenario's path: markers differ
+    /// between scenarios and runs, and every shard of a run computes the same ones.
     tag: u32,
+    /// The scenario's index in the run's selection (for the shard partition).
+    index: usize,
+    shard: Option<crate::shard::Shard>,
     cutoff: super::Cutoff,
 }
 
@@ -57,6 +61,16 @@ impl Prepared {
     /// Resolves the scenario's profile and users, builds the HTTP client and places the
     /// faults.
     pub async fn new(file: &ScenarioFile, options: &RunOptions) -> Result<Self, NotStarted> {
+        Self::at(file, 0, options).await
+    }
+
+    /// [`Prepared::new`] for the scenario at `index` in the run's selection, which decides
+    /// which of its virtual users a shard runs.
+    pub async fn at(
+        file: &ScenarioFile,
+        index: usize,
+        options: &RunOptions,
+    ) -> Result<Self, NotStarted> {
         let mut profile = match &options.profile {
             Some(base) => file.profile_over(base.clone()),
             None => file.profile.clone(),
@@ -72,9 +86,7 @@ impl Prepared {
         let http = (options.target.http_client())
             .map_err(|e| NotStarted::Unrunnable(FailureClass::Unreachable, e.into()))?;
         let (faults, proxied_target) = place_faults(file, options).await?;
-        let tag = (file.path.to_string_lossy().bytes()).fold(0u32, |hash, b| {
-            hash.wrapping_mul(31).wrapping_add(u32::from(b))
-        });
+        let tag = crate::shard::tag(options.seed, &file.path.to_string_lossy());
         Ok(Self {
             timeout: profile.target.timeout.unwrap_or(Duration::from_secs(10)),
             file: file.clone(),
@@ -86,6 +98,8 @@ impl Prepared {
             proxied_target,
             faults,
             tag,
+            index,
+            shard: options.shard,
             cutoff: options.cutoff.clone(),
         })
     }
@@ -95,9 +109,48 @@ impl Prepared {
         &self.users[vu as usize % self.users.len()]
     }
 
-    /// The marker of a journey: unique in the run, carried in its message.
+    /// The marker of a journey of virtual user `vu` (its global index): unique in the run,
+    /// carried in its message, the same on every shard of the run.
     pub fn marker(&self, vu: u32, iteration: u32) -> String {
-        format!("mk{:08x}v{vu}i{iteration}", self.tag)
+        format!("{}.{iteration}", self.marker_prefix(vu))
+    }
+
+    /// What every marker of virtual user `vu` starts with; the `.` after it ends it as a
+    /// token, so the isolation check finds any of its iterations' markers by it alone.
+    pub fn marker_prefix(&self, vu: u32) -> String {
+        format!("mk{:08x}v{vu}", self.tag)
+    }
+
+    /// The virtual users of the scenario (`--vus` or its `load.vus`), all shards together.
+    pub fn vus_total(&self, options: &RunOptions) -> u32 {
+        options.vus.unwrap_or(self.file.scenario.load.vus).max(1)
+    }
+
+    /// The global indices of the virtual users this process runs (all without `--shard`).
+    pub fn local_vus(&self, options: &RunOptions) -> Vec<u32> {
+        crate::shard::Shard::vus(self.shard, self.index, self.vus_total(options))
+    }
+
+    /// The virtual users other shards run, as identities whose email and markers (of every
+    /// iteration) no frame here may carry. Empty without `--shard`.
+    pub fn foreign_identities(&self, options: &RunOptions) -> Vec<crate::verify::Identity> {
+        let Some(shard) = self.shard else {
+            return Vec::new();
+        };
+        (0..self.vus_total(options))
+            .filter(|&vu| !shard.owns(self.index, vu))
+            .map(|vu| crate::verify::Identity {
+                user_id: None,
+                email: self.user(vu).0.clone(),
+                marker: self.marker_prefix(vu),
+                runs: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The profile the journeys read frames with.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// One journey of virtual user `vu`, judged on its own connections (isolation across
@@ -166,10 +219,12 @@ async fn place_faults(
 /// How many journeys each virtual user runs, and until when.
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
+    /// Virtual users of the scenario, all shards together (the ramp-up spreads them).
     vus: u32,
     per_vu: u32,
     until: Option<Instant>,
-    /// Time between journey starts across all users (`arrival_rate`).
+    /// Time between journey starts across this process's users (`arrival_rate` times this
+    /// shard's share of the virtual users).
     pace: Option<Duration>,
     ramp_up: Duration,
     /// Journeys in all, when known (for the progress bar).
@@ -177,7 +232,8 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn of(file: &ScenarioFile, options: &RunOptions) -> Self {
+    /// The schedule of a process that runs `local` of the scenario's virtual users.
+    fn of(file: &ScenarioFile, options: &RunOptions, local: u32) -> Self {
         let load = &file.scenario.load;
         let vus = options.vus.unwrap_or(load.vus).max(1);
         let iterations = options.iterations.or(load.iterations);
@@ -185,17 +241,18 @@ impl Schedule {
             (None, Some(duration)) => Some(Instant::now() + duration),
             _ => None,
         };
+        let share = f64::from(local) / f64::from(vus);
         Self {
             vus,
             per_vu: iterations.unwrap_or(if until.is_some() { u32::MAX } else { 1 }),
             until,
-            pace: (load.arrival_rate.filter(|r| *r > 0.0))
+            pace: (load.arrival_rate.map(|r| r * share).filter(|r| *r > 0.0))
                 .map(|r| Duration::from_secs_f64(1.0 / r)),
             ramp_up: load.ramp_up.unwrap_or_default(),
             total: match (iterations, until) {
-                (Some(n), _) => Some(u64::from(n) * u64::from(vus)),
+                (Some(n), _) => Some(u64::from(n) * u64::from(local)),
                 (None, Some(_)) => None,
-                (None, None) => Some(u64::from(vus)),
+                (None, None) => Some(u64::from(local)),
             },
         }
     }
@@ -224,7 +281,8 @@ fn progress_bar(name: &str, total: Option<u64>, shown: bool) -> indicatif::Progr
 /// Runs the virtual users of a prepared scenario under its load; every journey's outcome,
 /// those cut short by `--fail-fast` included.
 pub async fn drive(prepared: Prepared, options: &RunOptions) -> Vec<JourneyOutcome> {
-    let schedule = Schedule::of(&prepared.file, options);
+    let local = prepared.local_vus(options);
+    let schedule = Schedule::of(&prepared.file, options, local.len() as u32);
     let prepared = Arc::new(prepared);
     let bar = progress_bar(
         &prepared.file.scenario.name,
@@ -236,7 +294,7 @@ pub async fn drive(prepared: Prepared, options: &RunOptions) -> Vec<JourneyOutco
     ));
     let failed_so_far = Arc::new(AtomicU64::new(0));
     let once_per_vu = prepared.file.scenario.load.login == LoginMode::OncePerVu;
-    let tasks = (0..schedule.vus).map(|vu| {
+    let tasks = local.into_iter().map(|vu| {
         let (prepared, ticker, bar, failed_so_far) = (
             prepared.clone(),
             ticker.clone(),

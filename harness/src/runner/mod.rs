@@ -23,7 +23,9 @@ use crate::scenario::{ScenarioFile, UserSpec};
 use crate::threshold::{self, Threshold};
 use crate::verify::{Failure, FailureClass, check_isolation};
 
-pub use crate::report::model::{FailedJourney, RunReport, ScenarioReport, redact};
+pub use crate::report::model::{
+    FailedJourney, RunReport, ScenarioReport, ScenarioShard, SeenRuns, redact,
+};
 pub use cutoff::{Cut, Cutoff};
 pub use error::RunError;
 pub use load::{NotStarted, Prepared};
@@ -53,6 +55,12 @@ pub struct RunOptions {
     pub dependencies: Option<crate::fault::DependencyProxies>,
     /// `--max-duration` and `--fail-fast`; its clock runs from when it was made.
     pub cutoff: Cutoff,
+    /// What every journey's marker derives from (`--seed`): the same seed, the same markers,
+    /// on every shard of a run.
+    pub seed: u64,
+    /// `--shard K/N`: run only this shard's virtual users and check frames against every
+    /// other shard's users too.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl RunOptions {
@@ -71,6 +79,8 @@ impl RunOptions {
             baseline: None,
             dependencies: None,
             cutoff: Cutoff::default(),
+            seed: 0,
+            shard: None,
         }
     }
 }
@@ -267,17 +277,41 @@ fn secrets_of(scenario: &crate::scenario::Scenario) -> Vec<String> {
 
 /// Runs one scenario under its load.
 pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> ScenarioReport {
-    let prepared = match Prepared::new(file, options).await {
+    run_scenario_at(file, 0, options).await
+}
+
+/// Runs the scenario at `index` in the run's selection under its load (with `--shard`, the
+/// index decides which of its virtual users this shard runs).
+pub async fn run_scenario_at(
+    file: &ScenarioFile,
+    index: usize,
+    options: &RunOptions,
+) -> ScenarioReport {
+    if let Some(shard) = options.shard {
+        let vus_total = options.vus.unwrap_or(file.scenario.load.vus).max(1);
+        if crate::shard::Shard::vus(Some(shard), index, vus_total).is_empty() {
+            return ScenarioReport::not_on_shard(file, shard, vus_total);
+        }
+    }
+    let prepared = match Prepared::at(file, index, options).await {
         Ok(prepared) => prepared,
         Err(NotStarted::Skipped(reason)) => return ScenarioReport::skipped(file, reason),
         Err(NotStarted::Unrunnable(class, message)) => return unrunnable(file, class, message),
     };
+    let foreign = prepared.foreign_identities(options);
+    let sharded = options.shard.map(|_| {
+        (
+            prepared.local_vus(options),
+            prepared.vus_total(options),
+            prepared.profile().clone(),
+        )
+    });
     let started = Instant::now();
     let cpu_before = crate::metrics::process_cpu_time();
     let outcomes = load::drive(prepared, options).await;
     let cut_short = outcomes.iter().filter(|o| o.cut_short).count() as u64;
     let mut outcomes: Vec<JourneyOutcome> = outcomes.into_iter().filter(|o| !o.cut_short).collect();
-    check_isolation_across(&mut outcomes);
+    check_isolation_across(&mut outcomes, &foreign);
     let (mut metrics, mut failed) = tally(&outcomes);
     // Cost on the client side: this process's CPU (with `--target bundled` that includes the
     // backend, which runs in-process).
@@ -288,24 +322,9 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         );
     }
     if outcomes.is_empty() && cut_short == 0 && options.cutoff.reached().is_none() {
-        failed.push(FailedJourney {
-            email: "-".into(),
-            failures: vec![Failure::new(
-                FailureClass::NoJourneys,
-                "the scenario's load started no journey (check `load`, --iterations and --vus)",
-                None,
-            )],
-            last_frames: Vec::new(),
-            close: None,
-            timeline: Default::default(),
-        });
+        failed.push(no_journeys());
     }
-    let mut failures_by_class = BTreeMap::new();
-    for failure in failed.iter().flat_map(|f| &f.failures) {
-        *failures_by_class
-            .entry(failure.class.to_string())
-            .or_insert(0) += 1;
-    }
+    let failures_by_class = count_classes(&failed);
     let baseline = (options.baseline.as_deref()).map(|b| b.metrics_for(&file.scenario.name));
     let verdicts = thresholds_of(file, options)
         .iter()
@@ -325,27 +344,97 @@ pub async fn run_scenario(file: &ScenarioFile, options: &RunOptions) -> Scenario
         slowest: (outcomes.iter().filter(|o| o.passed()))
             .max_by_key(|o| o.timings.total)
             .map(JourneyOutcome::timeline),
+        shard: sharded.map(|(vus, vus_total, profile)| ScenarioShard {
+            vus,
+            vus_total,
+            ..ledger(&outcomes, &profile)
+        }),
     }
 }
 
+/// A scenario whose load started no journey, as a failed journey.
+fn no_journeys() -> FailedJourney {
+    FailedJourney {
+        email: "-".into(),
+        failures: vec![Failure::new(
+            FailureClass::NoJourneys,
+            "the scenario's load started no journey (check `load`, --iterations and --vus)",
+            None,
+        )],
+        last_frames: Vec::new(),
+        close: None,
+        timeline: Default::default(),
+    }
+}
+
+/// How many failures of each class the failed journeys had.
+pub(crate) fn count_classes(failed: &[FailedJourney]) -> BTreeMap<String, u64> {
+    let mut failures_by_class = BTreeMap::new();
+    for failure in failed.iter().flat_map(|f| &f.failures) {
+        *failures_by_class
+            .entry(failure.class.to_string())
+            .or_insert(0) += 1;
+    }
+    failures_by_class
+}
+
 /// Isolation across every user's transcripts: a frame meant for one journey seen by
-/// another fails the journey that saw it.
-fn check_isolation_across(outcomes: &mut [JourneyOutcome]) {
+/// another fails the journey that saw it. `foreign` are the users of other shards (`--shard`):
+/// their emails and markers are known in advance, and no frame here may carry them.
+fn check_isolation_across(outcomes: &mut [JourneyOutcome], foreign: &[crate::verify::Identity]) {
     let owners: Vec<usize> = outcomes
         .iter()
         .enumerate()
         .flat_map(|(i, o)| o.transcripts.iter().map(move |_| i))
         .collect();
+    let nothing = crate::verify::Transcript::default();
     let breaches = {
         let pairs: Vec<_> = outcomes
             .iter()
             .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
+            .chain(foreign.iter().map(|identity| (identity, &nothing)))
             .collect();
         check_isolation(&pairs)
     };
     for (journey, found) in owners.into_iter().zip(breaches) {
         outcomes[journey].failures.extend(found);
     }
+}
+
+/// The run and thread ids each journey started, and those of other runs its frames carried:
+/// what the merge of a sharded run checks across shards (a leaked event carries only its
+/// run's ids, which no shard knows in advance).
+fn ledger(outcomes: &[JourneyOutcome], profile: &Profile) -> ScenarioShard {
+    let mut ledger = ScenarioShard::default();
+    let mut failed = 0;
+    for outcome in outcomes {
+        let email = &outcome.identity.email;
+        for id in &outcome.identity.runs {
+            ledger.runs.insert(id.clone(), email.clone());
+        }
+        let own = &outcome.identity.runs;
+        let mut ids: Vec<String> = (outcome.transcripts.iter())
+            .flat_map(|t| t.frames.iter())
+            .flat_map(|f| [profile.run_id(&f.value), profile.thread_id(&f.value)])
+            .flatten()
+            .filter(|id| !own.iter().any(|o| o == id))
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let failed_index = (!outcome.passed()).then(|| {
+            failed += 1;
+            failed - 1
+        });
+        if !ids.is_empty() {
+            ledger.seen.push(SeenRuns {
+                email: email.clone(),
+                failed: failed_index,
+                ids,
+            });
+        }
+    }
+    ledger
 }
 
 /// The journeys' metrics, and each failed journey with what it last received.
@@ -422,6 +511,7 @@ fn unrunnable(
         skipped: None,
         cut_short: 0,
         slowest: None,
+        shard: None,
     }
 }
 
@@ -448,9 +538,11 @@ pub async fn run_reporting(
 ) -> RunReport {
     let mut report = RunReport {
         secrets: secrets(files),
+        seed: Some(options.seed),
+        shard: options.shard.map(crate::report::model::RunShard::One),
         ..RunReport::default()
     };
-    for file in files {
+    for (index, file) in files.iter().enumerate() {
         if let Some(cut) = options.cutoff.reached() {
             report.cut = Some(cut);
             let skipped = ScenarioReport::not_run(file, cut);
@@ -458,7 +550,7 @@ pub async fn run_reporting(
             report.scenarios.push(skipped);
             continue;
         }
-        let scenario = run_scenario(file, options).await;
+        let scenario = run_scenario_at(file, index, options).await;
         if !scenario.failed.is_empty() {
             options.cutoff.journey_failed();
         }
@@ -519,7 +611,7 @@ steps:
         let report = RunReport {
             scenarios: Vec::new(),
             secrets: secrets_of(&scenario),
-            cut: None,
+            ..RunReport::default()
         };
         let text = "login as qa@example.test with ${APEX_HARNESS_REDACTION_TEST}, token tok-abcdef";
         assert_eq!(

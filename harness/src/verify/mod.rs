@@ -78,6 +78,36 @@ impl fmt::Display for FailureClass {
     }
 }
 
+impl std::str::FromStr for FailureClass {
+    type Err = String;
+
+    /// A class as [`fmt::Display`] writes it (a report read back, `merge`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "auth_rejected" => Self::AuthRejected,
+            "ws_1011" => Self::Ws1011,
+            "handshake_failed" => Self::HandshakeFailed,
+            "unreachable" => Self::Unreachable,
+            "http_error" => Self::HttpError,
+            "order_violation" => Self::OrderViolation,
+            "duplicate_event" => Self::DuplicateEvent,
+            "seq_gap" => Self::SeqGap,
+            "unpaired_tool" => Self::UnpairedTool,
+            "isolation_breach" => Self::IsolationBreach,
+            "timeout" => Self::Timeout,
+            "content_mismatch" => Self::ContentMismatch,
+            "connection_lost" => Self::ConnectionLost,
+            "connection_closed" => Self::ConnectionClosed,
+            "no_journeys" => Self::NoJourneys,
+            _ => match text.split_once(':') {
+                Some(("missing_event", kind)) => Self::MissingEvent(kind.to_owned()),
+                Some(("harness_error", what)) => Self::Harness(what.to_owned()),
+                _ => return Err(format!("unknown failure class `{text}`")),
+            },
+        })
+    }
+}
+
 /// One finding, pointing at the frame where it showed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {

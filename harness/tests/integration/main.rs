@@ -12,6 +12,7 @@ mod netra;
 mod run;
 mod sabotage;
 mod scenarios;
+mod shard;
 mod snapshots;
 mod tls;
 mod verdicts;
