@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::local::{LocalStreams, LocalTickets};
-use super::{BusError, EventBus, Replay};
+use super::{BusError, Delivery, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
 /// In-process [`EventBus`]: one stream per user with bounded retention.
@@ -46,7 +46,7 @@ impl EventBus for MemBus {
         Ok(())
     }
 
-    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery> {
         self.streams.subscribe(user_id)
     }
 
