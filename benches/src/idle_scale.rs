@@ -33,6 +33,10 @@ struct Args {
     /// Connections (and demo logins) being opened at once.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
+    /// Times the connections are opened and closed again (a second round tells memory the
+    /// allocator kept for reuse from memory still held).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Pause before each memory reading, in seconds.
     #[arg(long, default_value_t = 3)]
     settle_seconds: u64,
@@ -122,7 +126,7 @@ fn reading(label: &str, mib: f64, since: f64, per: Option<(usize, &str)>) {
             (mib - since) * 1024.0 / n.max(1) as f64
         )
     });
-    println!("  {label:<28} {mib:>8.1} MiB{per}");
+    println!("  {label:<32} {mib:>8.1} MiB{per}");
 }
 
 #[tokio::main]
@@ -154,9 +158,74 @@ async fn main() {
     tokio::time::sleep(settle).await;
     let rss_users = rss_mib(pid);
 
+    let mut rounds = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        rounds.push(round(&args, &http, &base, &ws_url, &tokens, pid).await);
+    }
+    let (held, failures) = (rounds[0].held, rounds[0].failed);
+    println!(
+        "idle-scale: {held} idle connections of {} users held ({} failed; backend reported {} open), \
+         users in {:.1} s, connections in {:.1} s",
+        tokens.len(),
+        failures,
+        rounds[0]
+            .open_reported
+            .map_or("?".into(), |n| format!("{n}")),
+        users_took.as_secs_f64(),
+        rounds[0].connect_took.as_secs_f64()
+    );
+    println!(
+        "backend resident memory (VmRSS, {}s after each step):",
+        args.settle_seconds
+    );
+    reading("at start", rss_start, rss_start, None);
+    reading(
+        "with the users",
+        rss_users,
+        rss_start,
+        Some((tokens.len(), "user")),
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        let n = if rounds.len() > 1 {
+            format!(" (round {})", i + 1)
+        } else {
+            String::new()
+        };
+        let open = format!("with the connections{n}");
+        reading(&open, r.rss_open, rss_users, Some((r.held, "connection")));
+        reading(
+            &format!("after they closed{n}"),
+            r.rss_closed,
+            rss_start,
+            None,
+        );
+    }
+}
+
+/// What one round of opening and closing the connections measured.
+struct Round {
+    held: usize,
+    failed: usize,
+    open_reported: Option<f64>,
+    connect_took: Duration,
+    rss_open: f64,
+    rss_closed: f64,
+}
+
+/// Opens the connections, reads the memory, closes them, waits until the backend has seen
+/// them all close, and reads it again.
+async fn round(
+    args: &Args,
+    http: &reqwest::Client,
+    base: &str,
+    ws_url: &str,
+    tokens: &[String],
+    pid: u32,
+) -> Round {
+    let settle = Duration::from_secs(args.settle_seconds);
     let started = Instant::now();
     let opened: Vec<Result<Socket, String>> = futures_util::stream::iter(0..args.connections)
-        .map(|i| connect(&ws_url, &tokens[i % tokens.len()]))
+        .map(|i| connect(ws_url, &tokens[i % tokens.len()]))
         .buffer_unordered(args.concurrency)
         .collect()
         .await;
@@ -170,42 +239,20 @@ async fn main() {
     }
     tokio::time::sleep(settle).await;
     let rss_open = rss_mib(pid);
-    let open_reported = connections_open(&http, &base).await;
-
+    let open_reported = connections_open(http, base).await;
     let held = sockets.len();
     drop(sockets);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while connections_open(&http, &base).await.unwrap_or(0.0) > 0.0 && Instant::now() < deadline {
+    while connections_open(http, base).await.unwrap_or(0.0) > 0.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(settle).await;
-    let rss_closed = rss_mib(pid);
-
-    println!(
-        "idle-scale: {held} idle connections of {} users held ({} failed; backend reported {} open), \
-         users in {:.1} s, connections in {:.1} s",
-        tokens.len(),
-        failures.len(),
-        open_reported.map_or("?".into(), |n| format!("{n}")),
-        users_took.as_secs_f64(),
-        connect_took.as_secs_f64()
-    );
-    println!(
-        "backend resident memory (VmRSS, {}s after each step):",
-        args.settle_seconds
-    );
-    reading("at start", rss_start, rss_start, None);
-    reading(
-        "with the users",
-        rss_users,
-        rss_start,
-        Some((tokens.len(), "user")),
-    );
-    reading(
-        "with the connections",
+    Round {
+        held,
+        failed: failures.len(),
+        open_reported,
+        connect_took,
         rss_open,
-        rss_users,
-        Some((held, "connection")),
-    );
-    reading("after they closed", rss_closed, rss_start, None);
+        rss_closed: rss_mib(pid),
+    }
 }

@@ -50,6 +50,10 @@ impl EventBus for MemBus {
         self.streams.subscribe(user_id)
     }
 
+    fn unsubscribed(&self, user_id: Uuid) {
+        self.streams.forget_if_idle(user_id);
+    }
+
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
         Ok(self.streams.head(user_id))
     }

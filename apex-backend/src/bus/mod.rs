@@ -77,6 +77,9 @@ pub trait EventBus: Send + Sync + 'static {
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError>;
     /// Live events of the user's stream from now on.
     fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery>;
+    /// A receiver of the user's was dropped: the user's in-process stream is freed if nothing
+    /// holds it any more (no receiver, no event ever numbered).
+    fn unsubscribed(&self, _user_id: Uuid) {}
     /// The last `seq` given out on the user's stream (0 if none).
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError>;
     /// Retained events with `seq > after_seq`, in order.

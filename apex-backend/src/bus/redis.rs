@@ -591,6 +591,10 @@ impl EventBus for RedisBus {
         self.0.local.subscribe(user_id)
     }
 
+    fn unsubscribed(&self, user_id: Uuid) {
+        self.0.local.forget_if_idle(user_id);
+    }
+
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
         let shared = &self.0;
         if !shared.is_degraded() {

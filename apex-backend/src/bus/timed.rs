@@ -58,6 +58,10 @@ impl EventBus for TimedBus {
         self.inner.subscribe(user_id)
     }
 
+    fn unsubscribed(&self, user_id: Uuid) {
+        self.inner.unsubscribed(user_id);
+    }
+
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
         self.durations
             .time("head_seq", self.inner.head_seq(user_id))

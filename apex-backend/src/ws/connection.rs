@@ -129,6 +129,8 @@ async fn serve_connection(
         .await
         .unwrap_or(1006);
     tracing::info!(code, "disconnected");
+    drop(live);
+    state.bus.unsubscribed(conn.user.id);
     state.bus.end_session(connection_id).await;
     state.metrics.connection_closed(code);
 }
