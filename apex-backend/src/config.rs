@@ -26,7 +26,13 @@ pub enum LogFormat {
 #[command(
     name = "apex-backend",
     version,
-    about = "Reference backend for the Netra Apex golden path (auth, WebSocket events, agents)"
+    about = "Reference backend for the Netra Apex golden path (auth, WebSocket events, agents)",
+    after_help = "Services, in this order: Postgres and Redis at --database-url and --redis-url; \
+with the cargo feature `containers` and a Docker daemon that answers, Postgres and Redis \
+containers started by testcontainers from APEX_POSTGRES_IMAGE (default \
+apex-services/postgres:15) and APEX_REDIS_IMAGE (default apex-services/redis:7; ci/images.sh \
+builds both from Debian's packages; postgres:15-alpine and redis:7-alpine work where a registry \
+is reachable); else embedded in-process stores, unless --require-services."
 )]
 pub struct Config {
     /// Address to listen on. With port 0 a free port is chosen and printed as `listening on ADDR`.

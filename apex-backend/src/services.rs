@@ -2,7 +2,10 @@
 //!
 //! 1. **external** — `APEX_DATABASE_URL` and `APEX_REDIS_URL` (or the flags) are set;
 //! 2. **containers** — with the cargo feature `containers`, when a Docker daemon answers a
-//!    ping: testcontainers `postgres:15-alpine` and `redis:7-alpine`;
+//!    ping: testcontainers starts `apex-services/postgres:15` and `apex-services/redis:7`
+//!    (built from Debian's packages by `ci/images.sh`), or the images named by
+//!    `APEX_POSTGRES_IMAGE` / `APEX_REDIS_IMAGE` (`postgres:15-alpine`, `redis:7-alpine` where a
+//!    registry is reachable);
 //! 3. **embedded** — in-process store and bus, when the caller allows it;
 //! 4. otherwise a clear error naming the three options.
 
@@ -138,10 +141,45 @@ pub mod containers {
     use testcontainers_modules::testcontainers::runners::AsyncRunner;
     use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
+    /// The image `ci/images.sh` builds for Postgres; `APEX_POSTGRES_IMAGE` overrides it.
+    pub const DEFAULT_POSTGRES_IMAGE: &str = "apex-services/postgres:15";
+    /// The image `ci/images.sh` builds for Redis; `APEX_REDIS_IMAGE` overrides it.
+    pub const DEFAULT_REDIS_IMAGE: &str = "apex-services/redis:7";
+    /// Label on containers started by [`shared`]: the PID of the process that owns them.
+    pub const OWNER_LABEL: &str = "apex.owner-pid";
+
     /// The running containers; dropping them stops them.
     pub struct Containers {
         _postgres: ContainerAsync<Postgres>,
         _redis: ContainerAsync<Redis>,
+    }
+
+    /// The Postgres and Redis images: `APEX_POSTGRES_IMAGE` / `APEX_REDIS_IMAGE`, else the
+    /// defaults.
+    pub fn images() -> (String, String) {
+        let pick = |var: &str, default: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        (
+            pick("APEX_POSTGRES_IMAGE", DEFAULT_POSTGRES_IMAGE),
+            pick("APEX_REDIS_IMAGE", DEFAULT_REDIS_IMAGE),
+        )
+    }
+
+    /// `name[:tag]` split at the tag's colon (not a registry's port); the tag defaults to
+    /// `latest`.
+    pub fn split_image(image: &str) -> (String, String) {
+        let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+        match image[last_slash..].rfind(':') {
+            Some(i) => (
+                image[..last_slash + i].to_owned(),
+                image[last_slash + i + 1..].to_owned(),
+            ),
+            None => (image.to_owned(), "latest".to_owned()),
+        }
     }
 
     /// True when a Docker daemon answers a ping within 2 s (`docker --version` proves nothing).
@@ -160,18 +198,23 @@ pub mod containers {
         )
     }
 
-    /// Starts `postgres:15-alpine` and `redis:7-alpine`; returns them with their URLs.
+    /// Starts the Postgres and Redis images ([`images`]); returns them with their URLs.
     pub async fn start() -> Result<(Containers, String, String), String> {
-        let postgres = Postgres::default()
-            .with_tag("15-alpine")
-            .start()
-            .await
-            .map_err(|e| e.to_string())?;
-        let redis = Redis::default()
-            .with_tag("7-alpine")
-            .start()
-            .await
-            .map_err(|e| e.to_string())?;
+        start_labelled(None).await
+    }
+
+    async fn start_labelled(owner: Option<u32>) -> Result<(Containers, String, String), String> {
+        let (postgres_image, redis_image) = images();
+        let (pg_name, pg_tag) = split_image(&postgres_image);
+        let (redis_name, redis_tag) = split_image(&redis_image);
+        let mut postgres = Postgres::default().with_name(pg_name).with_tag(pg_tag);
+        let mut redis = Redis::default().with_name(redis_name).with_tag(redis_tag);
+        if let Some(pid) = owner {
+            postgres = postgres.with_label(OWNER_LABEL, pid.to_string());
+            redis = redis.with_label(OWNER_LABEL, pid.to_string());
+        }
+        let postgres = (postgres.start().await).map_err(|e| format!("{postgres_image}: {e}"))?;
+        let redis = (redis.start().await).map_err(|e| format!("{redis_image}: {e}"))?;
         let pg_port = postgres
             .get_host_port_ipv4(5432)
             .await
@@ -189,6 +232,59 @@ pub mod containers {
             format!("redis://127.0.0.1:{redis_port}"),
         ))
     }
+
+    /// One Postgres and one Redis for the whole process (test binaries): started on first
+    /// use on a thread of their own and kept until the process exits; returns their URLs.
+    /// Statics are never dropped, so the containers outlive the process: they carry
+    /// [`OWNER_LABEL`], and `ci/containers.sh` removes them (`docker rm -f $(docker ps -aq
+    /// --filter label=apex.owner-pid)` does it by hand).
+    pub fn shared() -> Result<(String, String), String> {
+        static SHARED: std::sync::OnceLock<Result<(String, String), String>> =
+            std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let spawned = std::thread::Builder::new()
+                    .name("apex-containers".into())
+                    .spawn(move || {
+                        let runtime = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(runtime) => runtime,
+                            Err(e) => {
+                                let _ = tx.send(Err(e.to_string()));
+                                return;
+                            }
+                        };
+                        runtime.block_on(async move {
+                            if !docker_answers().await {
+                                let _ = tx.send(Err("no Docker daemon answers".to_owned()));
+                                return;
+                            }
+                            match start_labelled(Some(std::process::id())).await {
+                                Ok((running, db, redis)) => {
+                                    let _ = tx.send(Ok((db, redis)));
+                                    // Keeps the containers (and the client's connection
+                                    // tasks, on this runtime) for the process's lifetime.
+                                    std::future::pending::<()>().await;
+                                    drop(running);
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                }
+                            }
+                        });
+                    });
+                match spawned {
+                    Ok(_) => rx
+                        .recv()
+                        .unwrap_or_else(|_| Err("the container thread ended".to_owned())),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .clone()
+    }
 }
 
 #[cfg(all(test, feature = "containers"))]
@@ -199,5 +295,27 @@ mod tests {
         let started = std::time::Instant::now();
         let _ = super::containers::docker_answers().await;
         assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
+
+    #[test]
+    fn images_split_at_the_tag_not_at_a_registry_port() {
+        use super::containers::split_image;
+        let split = |s: &str| {
+            let (name, tag) = split_image(s);
+            (name, tag)
+        };
+        assert_eq!(
+            split("apex-services/postgres:15"),
+            ("apex-services/postgres".into(), "15".into())
+        );
+        assert_eq!(split("redis:7-alpine"), ("redis".into(), "7-alpine".into()));
+        assert_eq!(
+            split("registry.local:5000/pg"),
+            ("registry.local:5000/pg".into(), "latest".into())
+        );
+        assert_eq!(
+            split("registry.local:5000/pg:16"),
+            ("registry.local:5000/pg".into(), "16".into())
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! `--target bundled`: the reference backend started in-process on `127.0.0.1:0`, on the
 //! services the backend selects (README, "Services": the machine's Postgres and Redis when
-//! `APEX_DATABASE_URL` and `APEX_REDIS_URL` are set, else embedded). This is the only use the
+//! `APEX_DATABASE_URL` and `APEX_REDIS_URL` are set; with the feature `containers`, else
+//! Postgres and Redis containers started here when a Docker daemon answers, reached through
+//! fault proxies like the machine's; else embedded). This is the only use the
 //! harness makes of the backend crate; journeys still speak to it over real sockets.
 //!
 //! Behind the default cargo feature `bundled`: a harness built without it (for remote
@@ -35,6 +37,9 @@ pub struct Bundled {
     pub mode: String,
     #[cfg(feature = "bundled")]
     _server: apex_backend::InProcess,
+    /// Dropped after the server (fields drop in order).
+    #[cfg(feature = "containers")]
+    _containers: Option<apex_backend::services::containers::Containers>,
 }
 
 impl std::fmt::Debug for Bundled {
@@ -67,6 +72,22 @@ pub async fn start_with(
     config.seed_fixtures = true;
     config.database_url = std::env::var("APEX_DATABASE_URL").ok();
     config.redis_url = std::env::var("APEX_REDIS_URL").ok();
+    // Started here rather than by the backend's own selection, so that the fault proxies
+    // can stand in front of them as in front of the machine's services.
+    #[cfg(feature = "containers")]
+    let mut containers = None;
+    #[cfg(feature = "containers")]
+    if config.database_url.is_none()
+        && config.redis_url.is_none()
+        && apex_backend::services::containers::docker_answers().await
+    {
+        let (running, db, redis) = apex_backend::services::containers::start()
+            .await
+            .map_err(|e| BundledError::Startup(format!("containers: {e}")))?;
+        config.database_url = Some(db);
+        config.redis_url = Some(redis);
+        containers = Some(running);
+    }
     let mut proxies = None;
     if let (true, Some(db), Some(redis)) = (proxied, &config.database_url, &config.redis_url) {
         let (postgres, db) = (FaultProxy::in_front_of(db).await).map_err(BundledError::Proxy)?;
@@ -91,6 +112,12 @@ pub async fn start_with(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
+    #[cfg(feature = "containers")]
+    let mode = if containers.is_some() {
+        "containers".to_owned()
+    } else {
+        mode
+    };
     let server = apex_backend::InProcess::serve(state)
         .await
         .map_err(BundledError::Listen)?;
@@ -101,6 +128,8 @@ pub async fn start_with(
             target,
             mode,
             _server: server,
+            #[cfg(feature = "containers")]
+            _containers: containers,
         },
         proxies,
     ))

@@ -474,28 +474,35 @@ pub struct ServiceUrls {
 }
 
 /// The machine's services, or `None` after saying loudly that the test is skipped
-/// (`APEX_REQUIRE_SERVICES=1` turns the skip into a failure).
+/// (`APEX_REQUIRE_SERVICES=1` turns the skip into a failure). Built with the `containers`
+/// feature and without the URLs, the services are a Postgres and a Redis container started
+/// by testcontainers, one pair for the whole test binary.
 pub fn service_urls(test: &str) -> Option<ServiceUrls> {
-    match (
+    let missing = match (
         std::env::var("APEX_DATABASE_URL"),
         std::env::var("APEX_REDIS_URL"),
     ) {
-        (Ok(database), Ok(redis)) => Some(ServiceUrls { database, redis }),
-        _ => {
-            assert!(
-                std::env::var("APEX_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{test}: APEX_REQUIRE_SERVICES=1 but APEX_DATABASE_URL / APEX_REDIS_URL are not set"
-            );
-            // Written past the test harness's output capture, so it shows even for a pass.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED {test}: needs Postgres and Redis; set APEX_DATABASE_URL and \
-                 APEX_REDIS_URL (see README) ***"
-            );
-            None
-        }
-    }
+        (Ok(database), Ok(redis)) => return Some(ServiceUrls { database, redis }),
+        _ => "APEX_DATABASE_URL / APEX_REDIS_URL are not set".to_owned(),
+    };
+    #[cfg(feature = "containers")]
+    let missing = match apex_backend::services::containers::shared() {
+        Ok((database, redis)) => return Some(ServiceUrls { database, redis }),
+        Err(e) => format!("{missing} and no containers: {e}"),
+    };
+    assert!(
+        std::env::var("APEX_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "{test}: APEX_REQUIRE_SERVICES=1 but {missing}"
+    );
+    // Written past the test harness's output capture, so it shows even for a pass.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: needs Postgres and Redis ({missing}); set APEX_DATABASE_URL \
+         and APEX_REDIS_URL, or build with --features containers where Docker runs (see \
+         README) ***"
+    );
+    None
 }
 
 /// Skips the test (loudly) when no services are configured.

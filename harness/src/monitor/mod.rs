@@ -151,10 +151,10 @@ fn round_line(round: u64, report: &RunReport) -> String {
         .iter()
         .map(|s| {
             let failed = s.failed.len() as u64;
-            let word = match (&s.skipped, s.passed() && s.journeys > 0) {
-                (Some(_), _) => "skipped",
-                (None, true) => "ok",
-                (None, false) => "FAILING",
+            let word = match state::standing(s) {
+                "passing" => "ok",
+                "failing" => "FAILING",
+                other => other,
             };
             let mut part = format!(
                 "{} {word} {}/{}",

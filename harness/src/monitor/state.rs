@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use crate::metrics::{Rate, Trend};
-use crate::report::{FailedJourney, RunReport, ScenarioReport};
+use crate::report::{FailedJourney, RunReport, ScenarioReport, Standing};
 
 /// The five events of the golden path, in protocol order: the dashboard's funnel.
 pub const EVENTS: [&str; 5] = [
@@ -326,7 +326,7 @@ impl MonitorState {
         e.content_passes
             .get_or_create(&labels())
             .inc_by(content.passes);
-        let up = report.skipped.is_none() && report.passed() && report.journeys > 0;
+        let up = standing(report) == "passing";
         e.scenario_up.get_or_create(&labels()).set(i64::from(up));
         if passed > 0 {
             e.last_success.get_or_create(&labels()).set(at);
@@ -335,11 +335,7 @@ impl MonitorState {
         if !self.order.contains(&name) {
             self.order.push(name);
         }
-        status.status = match (&report.skipped, up) {
-            (Some(_), _) => "skipped",
-            (None, true) => "passing",
-            (None, false) => "failing",
-        };
+        status.status = standing(report);
         status.passed += passed;
         status.failed += failed;
         add_rate(&mut status.connection, connection);
@@ -502,6 +498,16 @@ fn observe(histogram: &Histogram, trend: &Trend) {
     }
 }
 
+/// A scenario's status after a round: a round passes only if it ran a journey and every one
+/// passed (a round that ran nothing is not a pass).
+pub fn standing(report: &ScenarioReport) -> &'static str {
+    match report.standing() {
+        Standing::Skipped => "skipped",
+        Standing::Passed if report.journeys > 0 => "passing",
+        Standing::Passed | Standing::Failed => "failing",
+    }
+}
+
 fn add_rate(into: &mut Rate, more: Rate) {
     into.passes += more.passes;
     into.total += more.total;
@@ -533,4 +539,103 @@ fn resident_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{Failure, FailureClass};
+
+    fn failed(classes: &[FailureClass]) -> FailedJourney {
+        FailedJourney {
+            email: "a@apex.test".into(),
+            failures: (classes.iter())
+                .map(|c| Failure::new(c.clone(), "x", None))
+                .collect(),
+            last_frames: Vec::new(),
+            close: None,
+            timeline: Default::default(),
+        }
+    }
+
+    fn scenario(journeys: u64, failed: Vec<FailedJourney>) -> ScenarioReport {
+        ScenarioReport {
+            name: "S".into(),
+            path: "s.yaml".into(),
+            journeys,
+            failed,
+            failures_by_class: BTreeMap::new(),
+            metrics: crate::metrics::Metrics::default(),
+            verdicts: Vec::new(),
+            duration: Duration::ZERO,
+            skipped: None,
+            cut_short: 0,
+            slowest: None,
+        }
+    }
+
+    #[test]
+    fn a_journey_counts_once_per_class_and_details_stay_out_of_labels() {
+        let report = scenario(
+            3,
+            vec![
+                failed(&[
+                    FailureClass::MissingEvent("tool_completed".into()),
+                    FailureClass::MissingEvent("agent_completed".into()),
+                    FailureClass::Timeout,
+                ]),
+                failed(&[FailureClass::Harness("a crashed worker: boom".into())]),
+            ],
+        );
+        let counts = failed_by_class(&report);
+        assert_eq!(
+            counts,
+            BTreeMap::from([
+                ("harness_error".to_owned(), 1),
+                ("missing_event".to_owned(), 1),
+                ("timeout".to_owned(), 1),
+            ])
+        );
+    }
+
+    #[test]
+    fn status_and_metrics_count_the_same_journeys() {
+        let mut state = MonitorState::new("t", &["S".to_owned()], Duration::from_secs(30), 2);
+        for round in 0..3 {
+            let report = RunReport {
+                scenarios: vec![scenario(4, vec![failed(&[FailureClass::Timeout])])],
+                ..RunReport::default()
+            };
+            state.record_round(&report, 1000.0 + f64::from(round));
+        }
+        let status = state.status();
+        let s = &status["scenarios"][0];
+        assert_eq!(
+            (s["passed"].as_u64(), s["failed"].as_u64()),
+            (Some(9), Some(3))
+        );
+        assert_eq!(s["status"], "failing");
+        // History is bounded: two rounds of one scenario.
+        assert_eq!(status["history"].as_array().unwrap().len(), 2);
+        let text = state.encode_metrics();
+        assert!(
+            text.contains("apex_monitor_journeys_total{scenario=\"S\",result=\"passed\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apex_monitor_journeys_total{scenario=\"S\",result=\"failed\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "apex_monitor_journey_failures_total{scenario=\"S\",class=\"timeout\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("apex_monitor_scenario_up{scenario=\"S\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("apex_monitor_rounds_total 3"), "{text}");
+    }
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{FailedJourney, RunReport, ScenarioReport, Timeline, observed_text};
+use super::{FailedJourney, RunReport, ScenarioReport, Standing, Timeline, observed_text};
 use crate::exit_codes;
 use crate::metrics::Trend;
 
@@ -100,10 +100,10 @@ fn summary_table(report: &RunReport) -> String {
 }
 
 fn word(s: &ScenarioReport) -> &'static str {
-    match (&s.skipped, s.passed()) {
-        (Some(_), _) => "skipped",
-        (None, true) => "pass",
-        (None, false) => "FAIL",
+    match s.standing() {
+        Standing::Skipped => "skipped",
+        Standing::Passed => "pass",
+        Standing::Failed => "FAIL",
     }
 }
 
@@ -114,10 +114,10 @@ fn anchor(name: &str) -> String {
 }
 
 fn scenario_section(s: &ScenarioReport) -> String {
-    let class = match word(s) {
-        "pass" => "scenario",
-        "skipped" => "scenario skip",
-        _ => "scenario fail",
+    let class = match s.standing() {
+        Standing::Passed => "scenario",
+        Standing::Skipped => "scenario skip",
+        Standing::Failed => "scenario fail",
     };
     let mut out = format!(
         "<section class=\"{class}\" id=\"{}\" data-scenario=\"{}\"><h2>{} — {}</h2>\

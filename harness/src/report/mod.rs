@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::threshold::Verdict;
 pub use error::ReportError;
 pub use html::html;
-pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped, Timeline};
+pub use model::{Cut, FailedJourney, RunReport, ScenarioReport, Skipped, Standing, Timeline};
 
 /// Version of the JSON report's shape.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
@@ -208,10 +208,10 @@ fn table(out: &mut String, report: &RunReport) {
             out,
             "{:<width$} {:>7} {:>9} {:>7} {p95:>10} {p99:>10} {completion:>11}",
             s.name,
-            match (&s.skipped, s.passed()) {
-                (Some(_), _) => "skip",
-                (None, true) => "pass",
-                (None, false) => "FAIL",
+            match s.standing() {
+                Standing::Skipped => "skip",
+                Standing::Passed => "pass",
+                Standing::Failed => "FAIL",
             },
             s.journeys,
             s.failed.len(),
@@ -426,10 +426,10 @@ pub fn markdown(report: &RunReport) -> String {
             out,
             "| {} | {} | {} | {} | {p95} | {p99} | {completion} |",
             s.name,
-            match (&s.skipped, s.passed()) {
-                (Some(_), _) => "⏭ skipped",
-                (None, true) => "✅ pass",
-                (None, false) => "❌ fail",
+            match s.standing() {
+                Standing::Skipped => "⏭ skipped",
+                Standing::Passed => "✅ pass",
+                Standing::Failed => "❌ fail",
             },
             s.journeys,
             s.failed.len(),

@@ -81,6 +81,15 @@ pub struct FailedJourney {
     pub timeline: Timeline,
 }
 
+/// Where a scenario stands, as every report's verdict cell shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Passed,
+    Failed,
+    /// Not run: it neither passes nor fails the run.
+    Skipped,
+}
+
 /// The outcome of one scenario.
 #[derive(Debug, Clone)]
 pub struct ScenarioReport {
@@ -104,6 +113,14 @@ pub struct ScenarioReport {
 impl ScenarioReport {
     pub fn passed(&self) -> bool {
         self.failed.is_empty() && self.verdicts.iter().all(|v| v.passed)
+    }
+
+    pub fn standing(&self) -> Standing {
+        match (&self.skipped, self.passed()) {
+            (Some(_), _) => Standing::Skipped,
+            (None, true) => Standing::Passed,
+            (None, false) => Standing::Failed,
+        }
     }
 
     /// A scenario that did not run because it needs what this target does not have.
