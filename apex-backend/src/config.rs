@@ -166,6 +166,15 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true")]
     pub demo_mode: bool,
 
+    /// Seed the fixture users (`users.yaml`, one shared password) and their usage logs into
+    /// the store at start. Always done in the embedded and containers modes (their stores are
+    /// this process's own); on an external Postgres only with this flag: for tests, benches
+    /// and demos, never on a deployment with real users.
+    #[arg(long, env = "APEX_SEED_FIXTURES", default_value_t = false,
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub seed_fixtures: bool,
+
     /// Postgres URL. With `--redis-url`, selects the external service mode.
     #[arg(long, env = "APEX_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

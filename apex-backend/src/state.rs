@@ -162,7 +162,8 @@ impl AppState {
         Self::with_services(config, services).await
     }
 
-    /// Builds a state over the given services and seeds the fixture users into the store.
+    /// Builds a state over the given services; seeds the fixture users into the store in the
+    /// embedded and containers modes, and on external services with `--seed-fixtures`.
     pub async fn with_services(config: Config, services: Services) -> Result<Self, StartupError> {
         if let Some(mode) = config.sabotage
             && !config.allow_sabotage
@@ -213,24 +214,12 @@ impl AppState {
         };
         let tokens = TokenKeys::new(&secret, &config.jwt_issuer, &config.jwt_audience);
 
-        let hashes = futures_util::future::join_all(
-            fixtures
-                .users
-                .iter()
-                .map(|(user, _)| passwords.hash(user.password.clone())),
-        )
-        .await;
-        for ((user, records), password_hash) in fixtures.users.into_iter().zip(hashes) {
-            store
-                .upsert_user(UserRecord {
-                    id: user.id,
-                    email: user.email,
-                    name: user.name,
-                    password_hash,
-                    is_demo: false,
-                })
-                .await?;
-            store.set_usage(user.id, records).await?;
+        if mode != ServiceMode::External || config.seed_fixtures {
+            seed_users(&*store, &passwords, fixtures.users).await?;
+        } else {
+            tracing::info!(
+                "fixture users not seeded on the external store (--seed-fixtures to seed them)"
+            );
         }
         let dummy_hash = passwords.hash("not-a-real-password".into()).await;
         let server_id = config
@@ -300,4 +289,31 @@ impl AppState {
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
+}
+
+/// Writes the fixture users (password hashed) and their usage logs into the store.
+async fn seed_users(
+    store: &dyn Store,
+    passwords: &PasswordHashing,
+    users: Vec<(crate::fixtures::SeedUser, Vec<crate::agents::UsageRecord>)>,
+) -> Result<(), StoreError> {
+    let hashes = futures_util::future::join_all(
+        users
+            .iter()
+            .map(|(user, _)| passwords.hash(user.password.clone())),
+    )
+    .await;
+    for ((user, records), password_hash) in users.into_iter().zip(hashes) {
+        store
+            .upsert_user(UserRecord {
+                id: user.id,
+                email: user.email,
+                name: user.name,
+                password_hash,
+                is_demo: false,
+            })
+            .await?;
+        store.set_usage(user.id, records).await?;
+    }
+    Ok(())
 }

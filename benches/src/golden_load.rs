@@ -9,12 +9,11 @@
 //! child process (embedded mode, cheapest argon2 parameters so the login hash does not drown
 //! the measurement), and its CPU time is read from `/proc/<pid>/stat`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use apex_benches::child::{ChildBackend, cpu_seconds};
 use apex_harness::client::Target;
 use apex_harness::runner::Prepared;
 use clap::Parser;
@@ -46,93 +45,25 @@ struct Args {
     think_time_ms: u64,
 }
 
-struct Backend {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_backend(args: &Args) -> Backend {
-    let bin = args.backend_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("own path")
-            .with_file_name("apex-backend")
-    });
-    let mut child = Command::new(&bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--argon2-m-cost",
-            "8",
-            "--argon2-t-cost",
-            "1",
-        ])
-        .args(["--think-time-ms", &args.think_time_ms.to_string()])
-        .args(["--rate-limit-per-sec", "1000"])
-        // Every journey logs in from 127.0.0.1, up to thousands a second: far beyond the
-        // per-client login allowance meant for one real client.
-        .args([
-            "--login-ip-per-sec",
-            "1000000",
-            "--login-ip-burst",
-            "1000000",
-        ])
-        .env("APEX_JWT_SECRET", "golden-load-secret-0123456789abcdef")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (build it: cargo build --release -p apex-backend)",
-                bin.display()
-            )
-        });
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("backend prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Backend {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`; utime and stime are the 14th and 15th fields overall.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+fn start_backend(args: &Args) -> ChildBackend {
+    ChildBackend::start(args.backend_bin.clone(), |command| {
+        command
+            .args(["--argon2-m-cost", "8", "--argon2-t-cost", "1"])
+            .args(["--think-time-ms", &args.think_time_ms.to_string()])
+            .args(["--rate-limit-per-sec", "1000"])
+            // Its journeys log the fixture users in, on Postgres too.
+            .arg("--seed-fixtures")
+            // Every journey logs in from 127.0.0.1, up to thousands a second: far beyond the
+            // per-client login allowance meant for one real client.
+            .args([
+                "--login-ip-per-sec",
+                "1000000",
+                "--login-ip-burst",
+                "1000000",
+            ])
+            .env("APEX_JWT_SECRET", "golden-load-secret-0123456789abcdef")
+            .env("RUST_LOG", "warn");
+    })
 }
 
 /// One journey with the harness's full verification. Returns its latency (login to
@@ -215,7 +146,7 @@ async fn main() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = Target::parse(&base).expect("the backend's URL");
     let journeys = Arc::new(apex_benches::journeys::prepare(&root, &target).await);
-    let pid = backend.as_ref().map(|b| b.child.id());
+    let pid = backend.as_ref().map(|b| b.pid());
 
     let (_, warm_failures, _) = run(journeys.clone(), args.warmup, args.concurrency).await;
     if let Some(e) = warm_failures.first() {

@@ -51,7 +51,8 @@ async fn serve(root: &Path, server: Option<apex_backend::InProcess>, addr: Strin
     }
 }
 
-async fn serve_backend(root: &Path, config: Config) -> InProcess {
+async fn serve_backend(root: &Path, mut config: Config) -> InProcess {
+    config.seed_fixtures = true;
     let state = apex_backend::AppState::start(config, true)
         .await
         .expect("the backend starts");

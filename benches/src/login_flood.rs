@@ -14,13 +14,12 @@
 //! settings (real argon2 cost); `--backend-bin` starts another build (for a before/after),
 //! `--backend-arg` passes options to it.
 
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use apex_benches::child::{ChildBackend, rss_mib};
 use clap::Parser;
 use serde_json::json;
 
@@ -62,71 +61,19 @@ const LEGIT: [&str; 4] = [
     "dave@apex.test",
 ];
 
-struct Backend {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_backend(args: &Args) -> Backend {
-    let bin = args.backend_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("own path")
-            .with_file_name("apex-backend")
-    });
-    let mut child = Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(&args.backend_arg)
-        .env_remove("APEX_DATABASE_URL")
-        .env_remove("APEX_REDIS_URL")
-        .env_remove("APEX_REQUIRE_SERVICES")
-        .env(
-            "APEX_JWT_SECRET",
-            "login-flood-bench-secret-0123456789abcdef",
-        )
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (build it: cargo build --release -p apex-backend)",
-                bin.display()
+fn start_backend(args: &Args) -> ChildBackend {
+    ChildBackend::start(args.backend_bin.clone(), |command| {
+        command
+            .args(&args.backend_arg)
+            .env_remove("APEX_DATABASE_URL")
+            .env_remove("APEX_REDIS_URL")
+            .env_remove("APEX_REQUIRE_SERVICES")
+            .env(
+                "APEX_JWT_SECRET",
+                "login-flood-bench-secret-0123456789abcdef",
             )
-        });
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("backend prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Backend {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
-/// `VmRSS` of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+            .env("RUST_LOG", "error");
+    })
 }
 
 fn client(from: IpAddr) -> reqwest::Client {
@@ -280,7 +227,7 @@ async fn main() {
     let args = Args::parse();
     apex_harness::client::install_crypto_provider();
     let backend = start_backend(&args);
-    let pid = backend.child.id();
+    let pid = backend.pid();
     let base: Arc<str> = backend.base.clone().into();
     // Let start-up (seeding hashes) finish before the first reading.
     tokio::time::sleep(Duration::from_millis(500)).await;

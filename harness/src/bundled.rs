@@ -68,6 +68,8 @@ pub async fn start_with(
     use crate::fault::FaultProxy;
     let mut config = apex_backend::Config::for_tests();
     config.fixtures_dir = fixtures_dir.to_owned();
+    // The harness logs the fixture users in, on the embedded store or on the services.
+    config.seed_fixtures = true;
     config.database_url = std::env::var("APEX_DATABASE_URL").ok();
     config.redis_url = std::env::var("APEX_REDIS_URL").ok();
     // Started here rather than by the backend's own selection, so that the fault proxies

@@ -9,17 +9,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::Replay;
+use super::{Delivery, Replay};
 use crate::protocol::{Event, EventDraft};
 
-/// Live events a slow connection may fall behind before it recovers through replay.
-const FANOUT_CAPACITY: usize = 256;
+/// Live events a slow connection may fall behind before it recovers through replay. Each user
+/// with a connection holds the channel's slots (about 50 bytes each): at 256 that was 12 KiB
+/// of the 21 KiB an idle connection cost (`idle-scale`). Five runs of one user at once emit
+/// 55 events; a connection further behind catches up from the retained stream.
+const FANOUT_CAPACITY: usize = 64;
 
 struct UserStream {
     head: u64,
     /// Retained events, each with whether it was handed to this instance's connections.
     retained: BTreeMap<u64, (Arc<Event>, bool)>,
-    fanout: broadcast::Sender<Arc<Event>>,
+    fanout: broadcast::Sender<Delivery>,
 }
 
 impl UserStream {
@@ -52,11 +55,29 @@ impl LocalStreams {
 
     /// Numbers a draft with the next local `seq` and retains it.
     pub fn append(&self, user_id: Uuid, draft: EventDraft) -> Arc<Event> {
+        self.append_event(user_id, Event::new(draft, 0))
+    }
+
+    /// Gives an event the next local `seq` and retains it.
+    pub fn append_event(&self, user_id: Uuid, event: Event) -> Arc<Event> {
         let mut streams = self.streams();
         let stream = streams.entry(user_id).or_insert_with(UserStream::new);
-        let event = Arc::new(Event::new(draft, stream.head + 1));
+        let event = Arc::new(Event {
+            seq: stream.head + 1,
+            ..event
+        });
         self.retain_in(stream, event.clone());
         event
+    }
+
+    /// Forgets every event after `from_seq` (they were renumbered elsewhere) and tells this
+    /// instance's connections of the user to fetch the stream after it again.
+    pub fn resync(&self, user_id: Uuid, from_seq: u64) {
+        let mut streams = self.streams();
+        let stream = streams.entry(user_id).or_insert_with(UserStream::new);
+        stream.retained.retain(|seq, _| *seq <= from_seq);
+        stream.head = from_seq;
+        let _ = stream.fanout.send(Delivery::Resync { from_seq });
     }
 
     fn retain_in(&self, stream: &mut UserStream, event: Arc<Event>) {
@@ -93,15 +114,28 @@ impl LocalStreams {
             *sent = true;
         }
         // No receivers is fine: the event is retained for replay.
-        let _ = stream.fanout.send(event.clone());
+        let _ = stream.fanout.send(Delivery::Event(event.clone()));
     }
 
-    pub fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery> {
         self.streams()
             .entry(user_id)
             .or_insert_with(UserStream::new)
             .fanout
             .subscribe()
+    }
+
+    /// Frees the user's stream when it holds nothing: no receiver, no event ever numbered or
+    /// seen (an idle connection that closed). Its fan-out channel is most of what an idle
+    /// user costs.
+    pub fn forget_if_idle(&self, user_id: Uuid) {
+        let mut streams = self.streams();
+        if streams
+            .get(&user_id)
+            .is_some_and(|s| s.head == 0 && s.retained.is_empty() && s.fanout.receiver_count() == 0)
+        {
+            streams.remove(&user_id);
+        }
     }
 
     pub fn head(&self, user_id: Uuid) -> u64 {

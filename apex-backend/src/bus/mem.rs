@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::local::{LocalStreams, LocalTickets};
-use super::{BusError, EventBus, Replay};
+use super::{BusError, Delivery, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
 /// In-process [`EventBus`]: one stream per user with bounded retention.
@@ -46,8 +46,12 @@ impl EventBus for MemBus {
         Ok(())
     }
 
-    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery> {
         self.streams.subscribe(user_id)
+    }
+
+    fn unsubscribed(&self, user_id: Uuid) {
+        self.streams.forget_if_idle(user_id);
     }
 
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {

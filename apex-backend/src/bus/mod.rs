@@ -32,6 +32,18 @@ pub enum BusError {
     Timeout,
 }
 
+/// What a connection receives on its user's live stream.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An appended event.
+    Event(Arc<Event>),
+    /// The events after `from_seq` were renumbered: this instance numbered them while cut off
+    /// from Redis and another instance numbered others in the meantime. What a connection
+    /// sent after `from_seq` is void; the stream after it is fetched again (`resync` frame,
+    /// docs/protocol.md).
+    Resync { from_seq: u64 },
+}
+
 /// What [`EventBus::replay`] found after a given `seq`.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
@@ -64,13 +76,18 @@ pub trait EventBus: Send + Sync + 'static {
     /// Delivers an appended event to every connection of the user, on every instance.
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError>;
     /// Live events of the user's stream from now on.
-    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>>;
+    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery>;
+    /// A receiver of the user's was dropped: the user's in-process stream is freed if nothing
+    /// holds it any more (no receiver, no event ever numbered).
+    fn unsubscribed(&self, _user_id: Uuid) {}
     /// The last `seq` given out on the user's stream (0 if none).
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError>;
     /// Retained events with `seq > after_seq`, in order.
     async fn replay(&self, user_id: Uuid, after_seq: u64) -> Result<Replay, BusError>;
 
-    /// Stores a single-use ticket for `user_id` that expires after `ttl`.
+    /// Stores a single-use ticket for `user_id` that expires after `ttl`, in exactly one place
+    /// (the shared service, or this process while degraded). On an error the ticket may still
+    /// have been stored: the caller must not hand it out.
     async fn issue_ticket(
         &self,
         ticket: &str,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::local::{LocalStreams, LocalTickets};
-use super::{BusError, EventBus, Replay};
+use super::{BusError, Delivery, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
 /// Numbers and appends one event atomically: KEYS = counter, stream; ARGV = body, maxlen.
@@ -31,20 +31,41 @@ local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
 return seq";
 
-/// Writes back events numbered while degraded: KEYS = counter, stream; ARGV = maxlen, then
-/// (seq, body) pairs in order. Raises the counter past them.
+/// Writes back one user's events numbered while degraded: KEYS = counter, stream; ARGV =
+/// maxlen, base (the `seq` before the first of them), then (seq, body) pairs in order (bodies
+/// with `seq` 0, as appends write them).
+///
+/// An event whose body is already in the stream after `base` landed before its append timed
+/// out: it is not written again. Any other entry after `base` was numbered by another
+/// instance: a conflict, and so is an event of ours whose `seq` Redis already gave out. On a
+/// conflict the events are renumbered after the counter (and this instance resyncs its
+/// connections); otherwise they keep their `seq`. Returns {conflict, the `seq` each pair was
+/// written at (0: already there)}.
 const SYNC: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local start = cur
-for i = 2, #ARGV, 2 do
-  local seq = tonumber(ARGV[i])
-  if seq > cur then
+local base = tonumber(ARGV[2])
+local ours, landed, conflict = {}, {}, false
+for i = 3, #ARGV, 2 do ours[ARGV[i + 1]] = true end
+if cur > base then
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '(' .. base .. '-0', '+')) do
+    if ours[entry[2][2]] then landed[entry[2][2]] = true else conflict = true end
+  end
+end
+for i = 3, #ARGV, 2 do
+  if not landed[ARGV[i + 1]] and tonumber(ARGV[i]) <= cur then conflict = true end
+end
+local start, given = cur, {}
+for i = 3, #ARGV, 2 do
+  local seq = 0
+  if not landed[ARGV[i + 1]] then
+    if conflict then seq = cur + 1 else seq = tonumber(ARGV[i]) end
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', ARGV[i + 1])
     cur = seq
   end
+  given[#given + 1] = seq
 end
 if cur > start then redis.call('SET', KEYS[1], cur) end
-return cur";
+return {conflict and 1 or 0, given}";
 
 /// How to reach Redis and how to name things in it.
 #[derive(Debug, Clone)]
@@ -80,6 +101,9 @@ struct Shared {
     degradations: AtomicU64,
     /// Events numbered locally while degraded, to write back on recovery.
     pending: Mutex<HashMap<Uuid, Vec<Arc<Event>>>>,
+    /// Users whose written-back events were renumbered, with the `seq` their connections
+    /// resync from once the write-back is complete.
+    resyncs: Mutex<HashMap<Uuid, u64>>,
     /// Keeps the two ways of numbering apart: appends through Redis hold it shared; an
     /// append numbered here while degraded, and the recovery's write-back up to leaving
     /// degraded mode, hold it exclusively. So local numbering starts only after every append
@@ -202,7 +226,9 @@ impl Shared {
         })
     }
 
-    /// Writes back what was numbered while degraded; true when Redis took it all.
+    /// Writes back what was numbered while degraded; true when Redis took it all. Events
+    /// written are published to the other instances; users whose events were renumbered are
+    /// noted for a resync.
     async fn write_back(&self) -> bool {
         let pending: Vec<(Uuid, Vec<Arc<Event>>)> = self
             .pending
@@ -212,33 +238,99 @@ impl Shared {
             .collect();
         let mut ok = true;
         for (user_id, events) in pending {
-            let mut invocation = self.sync.prepare_invoke();
-            invocation
-                .key(self.key("seq", user_id))
-                .key(self.key("stream", user_id))
-                .arg(self.options.retain);
-            for event in &events {
-                invocation
-                    .arg(event.seq)
-                    .arg(serde_json::to_vec(&**event).unwrap_or_default());
-            }
-            let mut conn = self.conn.clone();
-            let written = tokio::time::timeout(
-                self.options.timeout,
-                invocation.invoke_async::<u64>(&mut conn),
-            )
-            .await;
-            if !matches!(written, Ok(Ok(_))) {
-                ok = false;
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(user_id)
-                    .or_default()
-                    .extend(events);
+            match self.write_back_user(user_id, &events).await {
+                Some(written) => {
+                    for event in written {
+                        self.publish(user_id, &event);
+                    }
+                }
+                None => {
+                    ok = false;
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(user_id)
+                        .or_default()
+                        .extend(events);
+                }
             }
         }
         ok
+    }
+
+    /// Writes back one user's degraded events (the [`SYNC`] script); the events as written
+    /// (with the `seq` Redis holds them at), or `None` when Redis did not answer.
+    async fn write_back_user(&self, user_id: Uuid, events: &[Arc<Event>]) -> Option<Vec<Event>> {
+        let base = events.first()?.seq.saturating_sub(1);
+        let mut invocation = self.sync.prepare_invoke();
+        invocation
+            .key(self.key("seq", user_id))
+            .key(self.key("stream", user_id))
+            .arg(self.options.retain)
+            .arg(base);
+        for event in events {
+            let unnumbered = Event {
+                seq: 0,
+                ..(**event).clone()
+            };
+            invocation
+                .arg(event.seq)
+                .arg(serde_json::to_vec(&unnumbered).unwrap_or_default());
+        }
+        let mut conn = self.conn.clone();
+        let written = tokio::time::timeout(
+            self.options.timeout,
+            invocation.invoke_async::<(u8, Vec<u64>)>(&mut conn),
+        )
+        .await;
+        let Ok(Ok((conflict, given))) = written else {
+            return None;
+        };
+        if conflict == 1 {
+            tracing::warn!(%user_id, base, "events numbered while degraded were renumbered after another instance's");
+            let mut resyncs = self.resyncs.lock().unwrap_or_else(|e| e.into_inner());
+            let from = resyncs.entry(user_id).or_insert(base);
+            *from = (*from).min(base);
+        }
+        Some(
+            events
+                .iter()
+                .zip(given)
+                .filter(|(_, seq)| *seq > 0)
+                .map(|(event, seq)| Event {
+                    seq,
+                    ..(**event).clone()
+                })
+                .collect(),
+        )
+    }
+
+    /// Queues an event for the other instances (Pub/Sub); a full outbox is recovered by their
+    /// gap detection and resync.
+    fn publish(&self, user_id: Uuid, event: &Event) {
+        let mut envelope = Vec::with_capacity(1024);
+        envelope.extend_from_slice(&self.origin);
+        envelope.push(b' ');
+        let envelope_ref = EnvelopeRef {
+            u: user_id,
+            e: event,
+        };
+        if serde_json::to_writer(&mut envelope, &envelope_ref).is_ok() {
+            let _ = self.outbox.try_send(envelope);
+        }
+    }
+
+    /// Tells this instance's connections of each renumbered user to fetch the stream again.
+    fn resync_renumbered(&self) {
+        let resyncs: Vec<(Uuid, u64)> = self
+            .resyncs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for (user_id, from_seq) in resyncs {
+            self.local.resync(user_id, from_seq);
+        }
     }
 
     /// Publishes queued envelopes in order, pipelining whatever has accumulated, so a run's
@@ -285,6 +377,7 @@ impl Shared {
             }
             let numbering = self.numbering.write().await;
             if self.write_back().await {
+                self.resync_renumbered();
                 self.degraded.store(false, Ordering::SeqCst);
                 drop(numbering);
                 tracing::info!("redis answers again: event bus recovered");
@@ -364,6 +457,7 @@ impl RedisBus {
             degraded: AtomicBool::new(false),
             degradations: AtomicU64::new(0),
             pending: Mutex::default(),
+            resyncs: Mutex::default(),
             numbering: tokio::sync::RwLock::new(()),
             tickets: LocalTickets::default(),
             append: redis::Script::new(APPEND),
@@ -440,18 +534,20 @@ impl EventBus for RedisBus {
 
     async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError> {
         let shared = &self.0;
+        // One template for both ways of numbering: if the append through Redis times out but
+        // lands, the write-back recognises the same body.
+        let template = Event::new(draft, 0);
+        let body = serde_json::to_vec(&template).map_err(unavailable)?;
         loop {
             if !shared.is_degraded() {
                 let _numbering = shared.numbering.read().await;
                 if !shared.is_degraded() {
-                    let template = Event::new(draft.clone(), 0);
-                    let body = serde_json::to_vec(&template).map_err(unavailable)?;
                     let mut conn = shared.conn.clone();
                     let mut invocation = shared.append.prepare_invoke();
                     invocation
                         .key(shared.key("seq", user_id))
                         .key(shared.key("stream", user_id))
-                        .arg(body)
+                        .arg(&body)
                         .arg(shared.options.retain);
                     if let Ok(seq) = shared
                         .bounded(invocation.invoke_async::<u64>(&mut conn))
@@ -470,7 +566,7 @@ impl EventBus for RedisBus {
             }
             // Degraded: number it after the last seq this instance knows and write it back
             // later.
-            let event = shared.local.append(user_id, draft);
+            let event = shared.local.append_event(user_id, template);
             shared
                 .pending
                 .lock()
@@ -486,25 +582,17 @@ impl EventBus for RedisBus {
         let shared = &self.0;
         shared.local.send(user_id, event);
         if !shared.is_degraded() {
-            let mut envelope = Vec::with_capacity(1024);
-            envelope.extend_from_slice(&shared.origin);
-            envelope.push(b' ');
-            serde_json::to_writer(
-                &mut envelope,
-                &EnvelopeRef {
-                    u: user_id,
-                    e: event,
-                },
-            )
-            .map_err(unavailable)?;
-            // Full outbox: other instances recover through gap detection and resync.
-            let _ = shared.outbox.try_send(envelope);
+            shared.publish(user_id, event);
         }
         Ok(())
     }
 
-    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery> {
         self.0.local.subscribe(user_id)
+    }
+
+    fn unsubscribed(&self, user_id: Uuid) {
+        self.0.local.forget_if_idle(user_id);
     }
 
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
@@ -538,19 +626,18 @@ impl EventBus for RedisBus {
         ttl: Duration,
     ) -> Result<(), BusError> {
         let shared = &self.0;
-        if !shared.is_degraded() {
-            let mut conn = shared.conn.clone();
-            let key = shared.key("ticket", ticket);
-            let stored = shared
-                .bounded(conn.set_ex::<_, _, ()>(key, user_id.to_string(), ttl.as_secs().max(1)))
-                .await;
-            if stored.is_ok() {
-                return Ok(());
-            }
+        if shared.is_degraded() {
+            // Degraded: the ticket lives in this instance only, never also in Redis.
+            shared.tickets.issue(ticket, user_id, ttl);
+            return Ok(());
         }
-        // Degraded: the ticket works on this instance only.
-        shared.tickets.issue(ticket, user_id, ttl);
-        Ok(())
+        let mut conn = shared.conn.clone();
+        let key = shared.key("ticket", ticket);
+        // A write that failed or timed out may have landed: no local copy, so the ticket can
+        // never be redeemed twice (once here, once from Redis).
+        shared
+            .bounded(conn.set_ex::<_, _, ()>(key, user_id.to_string(), ttl.as_secs().max(1)))
+            .await
     }
 
     async fn redeem_ticket(&self, ticket: &str) -> Result<Option<Uuid>, BusError> {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{BusError, EventBus, Replay};
+use super::{BusError, Delivery, EventBus, Replay};
 use crate::metrics::OperationDurations;
 use crate::protocol::{Event, EventDraft};
 
@@ -54,8 +54,12 @@ impl EventBus for TimedBus {
         self.durations.time("fan_out", work).await
     }
 
-    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery> {
         self.inner.subscribe(user_id)
+    }
+
+    fn unsubscribed(&self, user_id: Uuid) {
+        self.inner.unsubscribed(user_id);
     }
 
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {

@@ -247,13 +247,30 @@ pub async fn ticket(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let user = authenticate(&state, &headers).await?;
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let ttl = state.config.ticket_ttl_secs;
-    state
+    let mut ticket = new_ticket();
+    let issued = state
         .bus
         .issue_ticket(&ticket, user.id, Duration::from_secs(ttl))
-        .await?;
+        .await;
+    if let Err(e) = issued {
+        // The failed write may still have landed: that ticket is never handed out. When the
+        // failure degraded the bus, a fresh ticket is kept in this instance only.
+        if !state.bus.is_degraded() {
+            return Err(e.into());
+        }
+        ticket = new_ticket();
+        state
+            .bus
+            .issue_ticket(&ticket, user.id, Duration::from_secs(ttl))
+            .await?;
+    }
     Ok(Json(json!({ "ticket": ticket, "expires_in": ttl })))
+}
+
+/// 24 random bytes, hex-encoded.
+fn new_ticket() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

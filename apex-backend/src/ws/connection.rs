@@ -20,6 +20,7 @@ use crate::protocol::{
     parse_client_frame,
 };
 
+use crate::bus::Delivery;
 use crate::protocol::EventType;
 use crate::sabotage::Sabotage;
 use crate::state::AppState;
@@ -128,6 +129,8 @@ async fn serve_connection(
         .await
         .unwrap_or(1006);
     tracing::info!(code, "disconnected");
+    drop(live);
+    state.bus.unsubscribed(conn.user.id);
     state.bus.end_session(connection_id).await;
     state.metrics.connection_closed(code);
 }
@@ -137,7 +140,7 @@ impl Connection {
     async fn serve(
         &mut self,
         connection_id: Uuid,
-        live: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+        live: &mut tokio::sync::broadcast::Receiver<Delivery>,
         last_seq: Option<u64>,
     ) -> Result<u16, Closed> {
         let head = match self.state.bus.head_seq(self.user.id).await {
@@ -223,7 +226,8 @@ impl Connection {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 },
                 received = live.recv(), if self.armed => match received {
-                    Ok(event) => self.deliver(event).await?,
+                    Ok(Delivery::Event(event)) => self.deliver(event).await?,
+                    Ok(Delivery::Resync { from_seq }) => self.resync(from_seq).await?,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "connection lagged; catching up from the bus");
                         self.catch_up(u64::MAX).await?;
@@ -389,6 +393,31 @@ impl Connection {
             self.send_first(event).await?;
         }
         Ok(())
+    }
+
+    /// The stream after `from_seq` was renumbered (docs/failure-modes.md, two instances
+    /// through a Redis outage). If this connection sent anything after it, the client is told
+    /// with a `resync` frame that those events are void, and everything after `from_seq` is
+    /// delivered again in the new numbering.
+    async fn resync(&mut self, from_seq: u64) -> Result<(), Closed> {
+        if self.cursor <= from_seq {
+            return Ok(());
+        }
+        let frame = json!({
+            "type": "resync",
+            "from_seq": from_seq,
+            "timestamp": now_rfc3339(),
+            "payload": {
+                "from_seq": from_seq,
+                "reason": "events after from_seq were renumbered after a Redis outage; \
+                           discard them, the stream after from_seq follows",
+            },
+        });
+        self.send(frame.to_string()).await?;
+        self.cursor = from_seq;
+        self.sent_lo = self.sent_lo.filter(|lo| *lo <= from_seq);
+        self.pending.retain(|seq, _| *seq <= from_seq);
+        self.catch_up(u64::MAX).await
     }
 
     /// The retained events after `after`, telling the client (error frames) when the bus

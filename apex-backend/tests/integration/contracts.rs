@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apex_backend::bus::{EventBus, MemBus, RedisBus, RedisBusOptions};
+use apex_backend::bus::{Delivery, EventBus, MemBus, RedisBus, RedisBusOptions};
 use apex_backend::protocol::{EventDraft, EventType};
 use apex_backend::store::{
     MemStore, MessageRecord, PgStore, PgStoreOptions, RefreshRecord, RefreshUse, Role, RunRecord,
@@ -393,6 +393,19 @@ async fn store_contract(store: Arc<dyn Store>) {
     );
 }
 
+/// The event a live receiver got in time.
+fn delivered(
+    received: Result<
+        Result<Delivery, tokio::sync::broadcast::error::RecvError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Arc<apex_backend::protocol::Event> {
+    match received {
+        Ok(Ok(Delivery::Event(event))) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
 async fn bus_contract(bus: Arc<dyn EventBus>) {
     bus.ping().await.unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -410,10 +423,7 @@ async fn bus_contract(bus: Arc<dyn EventBus>) {
     );
     assert_eq!(bus.head_seq(a).await.unwrap(), 5);
     for expected in 1..=5 {
-        let event = tokio::time::timeout(Duration::from_secs(5), live.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let event = delivered(tokio::time::timeout(Duration::from_secs(5), live.recv()).await);
         assert_eq!(event.seq, expected);
     }
     let replay = bus.replay(a, 2).await.unwrap();
@@ -525,10 +535,7 @@ async fn two_redis_bus_instances_share_one_gap_free_stream() {
     );
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 50 {
-        let event = tokio::time::timeout(Duration::from_secs(5), on_b.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let event = delivered(tokio::time::timeout(Duration::from_secs(5), on_b.recv()).await);
         assert!(seen.insert(event.seq), "delivered once on b: {}", event.seq);
     }
     services.cleanup().await;

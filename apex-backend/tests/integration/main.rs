@@ -11,5 +11,6 @@ mod isolation;
 mod isolation_props;
 mod limits;
 mod operations;
+mod outage;
 mod services;
 mod support;

@@ -218,6 +218,7 @@ fn spawn_backend(services: &Isolated, server_id: &str) -> (Child, String) {
             "--argon2-t-cost",
             "1",
             "--require-services",
+            "--seed-fixtures",
         ])
         .env("APEX_DATABASE_URL", &services.urls.database)
         .env("APEX_REDIS_URL", &services.urls.redis)
@@ -509,6 +510,7 @@ async fn instances_starting_together_seed_the_same_users_without_conflict() {
         let mut config = apex_backend::Config::for_tests();
         config.fixtures_dir = fixtures_dir();
         services.configure(&mut config);
+        config.seed_fixtures = true;
         apex_backend::AppState::start(config, false)
     };
     let (a, b, c) = tokio::join!(start(), start(), start());

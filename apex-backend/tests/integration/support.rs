@@ -76,6 +76,8 @@ impl TestServer {
         let mut config = Config::for_tests();
         config.fixtures_dir = fixtures_dir();
         services.configure(&mut config);
+        // The tests log the fixture users in; `configure` may turn this off.
+        config.seed_fixtures = true;
         configure(&mut config);
         let state = AppState::start(config, false)
             .await
