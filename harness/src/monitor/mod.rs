@@ -107,10 +107,12 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut code = exit_codes::PASS;
     let mut round = 0;
+    let stop = stopped();
+    tokio::pin!(stop);
     while monitor.rounds.is_none_or(|n| round < n) {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
         }
         round += 1;
         let report = crate::runner::run(scenarios, options).await;
@@ -130,6 +132,29 @@ pub async fn run(
     server.abort();
     let _ = writeln!(out, "stopped after {round} rounds; exit {code}");
     code
+}
+
+/// Ctrl-C, or SIGTERM (a container being stopped): the monitor stops between rounds.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn open_history(path: Option<&PathBuf>) -> Result<Option<std::fs::File>, String> {
