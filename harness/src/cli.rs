@@ -595,6 +595,22 @@ async fn resolve_target(
     })
 }
 
+/// Resolves `spec` into `options` (its target, and the dependency proxies a scenario's faults
+/// need); returns the bundled backend's guard, to keep alive for the run.
+async fn aim(
+    options: &mut crate::runner::RunOptions,
+    spec: &str,
+    select: &Selection,
+    scenarios: &[ScenarioFile],
+    err: &mut impl Write,
+) -> Result<Option<crate::bundled::Bundled>, u8> {
+    let (target, bundled, dependencies) =
+        resolve_target(spec, select, needs_proxies(scenarios), err).await?;
+    options.target = target;
+    options.dependencies = dependencies;
+    Ok(bundled)
+}
+
 /// Whether a scenario puts faults between the backend and its Redis or Postgres.
 fn needs_proxies(scenarios: &[ScenarioFile]) -> bool {
     scenarios.iter().any(|f| {
@@ -638,19 +654,11 @@ fn run(args: RunArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         None => writeln!(err, "seed: {} (--seed {0} repeats it)", options.seed),
     };
     runtime.block_on(async {
-        let (target, _bundled, dependencies) = match resolve_target(
-            &args.target,
-            &args.select,
-            needs_proxies(&scenarios),
-            err,
-        )
-        .await
-        {
-            Ok(t) => t,
+        let _bundled = match aim(&mut options, &args.target, &args.select, &scenarios, err).await {
+            Ok(bundled) => bundled,
             Err(code) => return code,
         };
-        options.target = target.clone();
-        options.dependencies = dependencies;
+        let target = options.target.clone();
         options.cutoff = crate::runner::Cutoff::start(args.max_duration, args.fail_fast);
         let report = run_printing(&scenarios, &options, args.verbose, out).await;
         write_reports(&args, &report, &target.authority, err);
@@ -872,19 +880,10 @@ fn monitor(args: MonitorArgs, out: &mut impl Write, err: &mut impl Write) -> u8 
                 return exit_codes::USAGE;
             }
         };
-        let (target, _bundled, dependencies) = match resolve_target(
-            &args.target,
-            &args.select,
-            needs_proxies(&scenarios),
-            err,
-        )
-        .await
-        {
-            Ok(t) => t,
+        let _bundled = match aim(&mut options, &args.target, &args.select, &scenarios, err).await {
+            Ok(bundled) => bundled,
             Err(code) => return code,
         };
-        options.target = target;
-        options.dependencies = dependencies;
         let monitor = crate::monitor::MonitorOptions {
             every: args.every,
             rounds: args.rounds,

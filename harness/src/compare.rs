@@ -61,14 +61,7 @@ pub struct Baseline {
 impl Baseline {
     /// Reads a JSON report written by `apex-harness run --json`.
     pub fn load(path: &Path) -> Result<Self, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ReportError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        let value: Value = serde_json::from_str(&text).map_err(|error| ReportError::NotJson {
-            path: path.to_owned(),
-            error,
-        })?;
+        let value = crate::report::read_json(path)?;
         Self::from_json(&value).map_err(|error| ReportError::In {
             path: path.to_owned(),
             error: Box::new(error),

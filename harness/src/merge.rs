@@ -68,15 +68,7 @@ pub struct ShardReport {
 
 /// Reads a shard's JSON report.
 pub fn read(path: &Path) -> Result<ShardReport, MergeError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ReportError::Read {
-        path: path.to_owned(),
-        error,
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|error| ReportError::NotJson {
-        path: path.to_owned(),
-        error,
-    })?;
-    from_json(path, value)
+    from_json(path, crate::report::read_json(path)?)
 }
 
 /// A shard's report from its JSON (`path` names it in errors).

@@ -20,6 +20,18 @@ pub use model::{
     Standing, Timeline,
 };
 
+/// Reads a JSON report (`run --json`) as a JSON value.
+pub fn read_json(path: &std::path::Path) -> Result<Value, ReportError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ReportError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    serde_json::from_str(&text).map_err(|error| ReportError::NotJson {
+        path: path.to_owned(),
+        error,
+    })
+}
+
 /// Version of the JSON report's shape.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
 
