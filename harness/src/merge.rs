@@ -352,7 +352,7 @@ fn scenario_of(value: &Value) -> Result<ScenarioReport, String> {
         duration: Duration::from_secs_f64(value["duration_s"].as_f64().unwrap_or(0.0).max(0.0)),
         skipped,
         cut_short: value["cut_short"].as_u64().unwrap_or(0),
-        slowest: None,
+        slowest: crate::report::timeline_of(&value["slowest"]),
         shard,
     })
 }
@@ -377,7 +377,7 @@ fn failed_of(value: &Value) -> Result<FailedJourney, String> {
         failures,
         last_frames,
         close: value["close"].as_str().map(str::to_owned),
-        timeline: Default::default(),
+        timeline: crate::report::timeline_of(&value["timeline"]).unwrap_or_default(),
     })
 }
 
@@ -447,6 +447,7 @@ fn merge_scenario(
         journeys: 0,
         cut_short: 0,
         duration: Duration::ZERO,
+        slowest: None,
         shard: None,
         ..first.report.clone()
     };
@@ -456,6 +457,14 @@ fn merge_scenario(
         merged.failed.extend(part.report.failed.iter().cloned());
         merged.metrics.merge(&part.report.metrics);
         merged.duration = merged.duration.max(part.report.duration);
+        if let Some(slowest) = &part.report.slowest
+            && merged
+                .slowest
+                .as_ref()
+                .is_none_or(|s| s.total < slowest.total)
+        {
+            merged.slowest = Some(slowest.clone());
+        }
     }
     merged.failures_by_class = crate::runner::count_classes(&merged.failed);
     if merged.skipped.is_none() {

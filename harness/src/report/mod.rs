@@ -8,6 +8,7 @@ mod html;
 pub mod model;
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -308,6 +309,36 @@ fn run_shard_json(shard: Option<&RunShard>) -> Value {
     }
 }
 
+/// A journey's waterfall: when its phases ended and its events arrived, in ms since it
+/// started (`null` for what it never got to). [`timeline_of`] reads it back.
+fn timeline_json(timeline: &Timeline) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    json!({
+        "user": timeline.email,
+        "login_ms": timeline.login.map(ms),
+        "connect_ms": timeline.connect.map(ms),
+        "events": timeline.events.iter().map(|(event, at)| json!({ "type": event, "at_ms": at.map(ms) })).collect::<Vec<_>>(),
+        "total_ms": ms(timeline.total),
+    })
+}
+
+/// A timeline as [`timeline_json`] writes it (`None` when `value` is not one).
+pub fn timeline_of(value: &Value) -> Option<Timeline> {
+    let at = |v: &Value| {
+        v.as_f64()
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    };
+    Some(Timeline {
+        email: value["user"].as_str()?.to_owned(),
+        login: at(&value["login_ms"]),
+        connect: at(&value["connect_ms"]),
+        events: (value["events"].as_array()?.iter())
+            .map(|e| Some((e["type"].as_str()?.to_owned(), at(&e["at_ms"]))))
+            .collect::<Option<_>>()?,
+        total: at(&value["total_ms"])?,
+    })
+}
+
 /// The JSON report (schema version [`JSON_SCHEMA_VERSION`]).
 pub fn json(report: &RunReport, target: &str) -> Value {
     let scenarios: Vec<Value> = report
@@ -336,7 +367,9 @@ pub fn json(report: &RunReport, target: &str) -> Value {
                     "failures": j.failures.iter().map(|f| json!({ "class": f.class.to_string(), "message": f.message })).collect::<Vec<_>>(),
                     "close": j.close,
                     "last_frames": j.last_frames.iter().map(|(at, frame)| json!({ "at_ms": at.as_secs_f64() * 1000.0, "frame": frame })).collect::<Vec<_>>(),
+                    "timeline": timeline_json(&j.timeline),
                 })).collect::<Vec<_>>(),
+                "slowest": s.slowest.as_ref().map(timeline_json),
             });
             if let Some(shard) = &s.shard {
                 scenario["shard"] = scenario_shard_json(shard);

@@ -148,8 +148,10 @@ async fn four_shards_merge_into_what_one_run_does() {
         assert_eq!(ran, (0..vus).collect::<Vec<u64>>(), "scenario {s}");
     }
     let merged_json = dir.join("merged.json");
+    let merged_html = dir.join("merged.html");
     let mut args = shard_files(&dir, 4);
     args.extend(["--json".into(), merged_json.display().to_string()]);
+    args.extend(["--html".into(), merged_html.display().to_string()]);
     let (code, out, err) = merge(&args);
     assert_eq!(code, exit_codes::PASS, "{out}\n{err}");
     let merged: Value =
@@ -175,7 +177,32 @@ async fn four_shards_merge_into_what_one_run_does() {
             merged["scenarios"][s]["rates"]["chat_completion_rate"],
             single["scenarios"][s]["rates"]["chat_completion_rate"]
         );
+        // The slowest passed journey of all shards, its waterfall carried through the merge.
+        let slowest = (shards.iter())
+            .map(|(_, r)| &r["scenarios"][s]["slowest"])
+            .filter(|t| !t.is_null())
+            .max_by(|a, b| {
+                a["total_ms"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["total_ms"].as_f64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(&merged["scenarios"][s]["slowest"], slowest, "scenario {s}");
+        assert_eq!(
+            slowest["events"].as_array().unwrap().len(),
+            11,
+            "{slowest:#}"
+        );
     }
+    let html = std::fs::read_to_string(&merged_html).unwrap();
+    assert_eq!(
+        html.matches("aria-label=\"waterfall\"").count(),
+        2,
+        "{html}"
+    );
+    let user = merged["scenarios"][1]["slowest"]["user"].as_str().unwrap();
+    assert!(html.contains(&format!("{user} · total ")), "{html}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
