@@ -31,6 +31,7 @@ pub mod error;
 pub mod fixtures;
 pub mod http;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod protocol;
 pub mod run;
@@ -148,6 +149,7 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not sweep the runs of this instance's previous life");
     }
     let sweeper = tokio::spawn(sweep_orphaned_runs(state.clone()));
+    let keeper = tokio::spawn(memory::keep(state.clone()));
     // The peer address keys the per-client login limit.
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
@@ -159,6 +161,7 @@ pub async fn serve(
         .await?;
 
     sweeper.abort();
+    keeper.abort();
     state.runs.close();
     if tokio::time::timeout(state.config.shutdown_grace(), state.runs.wait())
         .await
