@@ -649,12 +649,15 @@ fn instance_problems(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diag
             "give at least 1 (the default); 2 or more start bundled backends side by side",
         );
     }
-    let mut nth = 0;
+    let (mut nth, mut targets) = (0, 0);
     for fault in &scenario.faults {
+        if fault.between == FaultPlace::Target {
+            targets += 1;
+        }
         let Some(instance) = fault.instance else {
             if fault.between == FaultPlace::Target && scenario.instances > 1 {
                 push(
-                    at("between: target", 0),
+                    at("between: target", targets - 1),
                     "a `between: target` fault with several `instances`".into(),
                     "the target proxy stands in front of instance 0 only; fault the instances' \
                      services (`between: redis` or `postgres` with `instance`) instead",
