@@ -42,6 +42,8 @@ struct Held {
     seq: u64,
     kind: String,
     tool: String,
+    /// `agent_name`: with the type and tool, what tells a run's events apart.
+    agent: String,
 }
 
 fn is_redelivery(frame: &Value) -> bool {
@@ -67,7 +69,9 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
             continue;
         };
         if kind == super::RESYNC {
+            let found = check.failures.len();
             check.resync(super::resync_from(value), Some(index));
+            check.found_at(found, None);
             continue;
         }
         let seq = profile.seq(value);
@@ -75,9 +79,11 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
             continue;
         }
         let at = Some(index);
+        let found = check.failures.len();
         if check.sequence(kind, value, seq, at) {
             check.run_structure(kind, value, seq, at);
         }
+        check.found_at(found, seq);
     }
     check.finish()
 }
@@ -95,9 +101,10 @@ struct Check<'p> {
     /// Events a `resync` voided, by run, that have not arrived again yet (with the resync's
     /// `from_seq`); each left at the end is missing.
     owed: Vec<(String, Held, u64)>,
-    /// The frames (index, `seq`) found after a gap: a later `resync` from below that `seq`
-    /// voids them, and the gap with them.
-    gaps: Vec<(usize, u64)>,
+    /// The `seq` of the frame each of `failures` was found at (`None`: not at an event with
+    /// a `seq`): a later `resync` from below that `seq` voids the frame, and what was found
+    /// at it.
+    failure_seqs: Vec<Option<u64>>,
 }
 
 impl<'p> Check<'p> {
@@ -127,12 +134,18 @@ impl<'p> Check<'p> {
             seen_frames: HashSet::new(),
             runs: HashMap::new(),
             owed: Vec::new(),
-            gaps: Vec::new(),
+            failure_seqs: Vec::new(),
         }
     }
 
     fn fail(&mut self, class: FailureClass, message: String, at: Option<usize>) {
         self.failures.push(Failure::new(class, message, at));
+    }
+
+    /// Notes that the failures from index `from` on were found at the event with `seq`.
+    fn found_at(&mut self, from: usize, seq: Option<u64>) {
+        self.failure_seqs.resize(from, None);
+        self.failure_seqs.resize(self.failures.len(), seq);
     }
 
     /// Sequence numbers and duplicates; `false` when the frame is a redelivery or a
@@ -166,17 +179,14 @@ impl<'p> Check<'p> {
                         format!("seq {seq} arrived after seq {last}"),
                         at,
                     ),
-                    Some(last) if seq > last + 1 => {
-                        self.gaps.extend(at.map(|index| (index, seq)));
-                        self.fail(
-                            FailureClass::SeqGap,
-                            format!(
-                                "seq {seq} follows seq {last}: {} event(s) missing",
-                                seq - last - 1
-                            ),
-                            at,
-                        );
-                    }
+                    Some(last) if seq > last + 1 => self.fail(
+                        FailureClass::SeqGap,
+                        format!(
+                            "seq {seq} follows seq {last}: {} event(s) missing",
+                            seq - last - 1
+                        ),
+                        at,
+                    ),
                     _ => {}
                 }
                 self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
@@ -223,10 +233,13 @@ impl<'p> Check<'p> {
                 seq,
                 kind: kind.to_owned(),
                 tool: profile.tool_name(value).unwrap_or_default().to_owned(),
+                agent: (value.get("agent_name").and_then(Value::as_str))
+                    .unwrap_or_default()
+                    .to_owned(),
             };
-            if let Some(owed) = (self.owed.iter()).position(|(run, voided, _)| {
-                run == run_id && voided.kind == held.kind && voided.tool == held.tool
-            }) {
+            if let Some(owed) = (self.owed.iter())
+                .position(|(run, voided, _)| run == run_id && voided.same_event(&held))
+            {
                 self.owed.remove(owed);
             }
             run.held.push(held);
@@ -262,15 +275,16 @@ impl<'p> Check<'p> {
         }
         self.last_seq = Some(from_seq);
         self.seen_seqs.retain(|seq| *seq <= from_seq);
-        // A gap among the voided events is no loss: everything after `from_seq` comes again.
-        let healed: HashSet<usize> = (self.gaps.iter())
-            .filter(|(_, seq)| *seq > from_seq)
-            .map(|(index, _)| *index)
+        // What was found at the voided events goes with them (a gap, a run seen twice):
+        // everything after `from_seq` comes again and is judged then.
+        self.failure_seqs.resize(self.failures.len(), None);
+        let kept: Vec<bool> = (self.failure_seqs.iter())
+            .map(|seq| seq.is_none_or(|seq| seq <= from_seq))
             .collect();
-        self.gaps.retain(|(_, seq)| *seq <= from_seq);
-        self.failures.retain(|f| {
-            !(f.class == FailureClass::SeqGap && f.frame.is_some_and(|i| healed.contains(&i)))
-        });
+        let mut keep = kept.iter();
+        self.failures.retain(|_| *keep.next().unwrap_or(&true));
+        let mut keep = kept.iter();
+        self.failure_seqs.retain(|_| *keep.next().unwrap_or(&true));
         let profile = self.profile;
         let mut runs = std::mem::take(&mut self.runs);
         for (run_id, run) in runs.iter_mut() {
@@ -279,8 +293,15 @@ impl<'p> Check<'p> {
             }
             let (kept, voided): (Vec<Held>, Vec<Held>) =
                 run.held.drain(..).partition(|h| h.seq <= from_seq);
-            self.owed
-                .extend(voided.into_iter().map(|h| (run_id.clone(), h, from_seq)));
+            for event in voided {
+                // One copy is owed, however many were voided (a renumbered copy may have
+                // arrived before the resync).
+                if !(self.owed.iter())
+                    .any(|(run, owed, _)| run == run_id && owed.same_event(&event))
+                {
+                    self.owed.push((run_id.clone(), event, from_seq));
+                }
+            }
             *run = RunState::rebuilt(kept, run_id, profile);
         }
         runs.retain(|_, run| !run.held.is_empty());
@@ -301,6 +322,13 @@ impl<'p> Check<'p> {
             );
         }
         self.failures
+    }
+}
+
+impl Held {
+    /// The same event of a run, whatever its `seq`.
+    fn same_event(&self, other: &Held) -> bool {
+        self.kind == other.kind && self.tool == other.tool && self.agent == other.agent
     }
 }
 
@@ -657,9 +685,16 @@ mod tests {
         let frames = resynced_stream();
         assert!(check_connection(&apex, &transcript(frames.clone())).is_empty());
         // A gap among the voided events is healed by the resync.
-        let mut gapped = frames;
+        let mut gapped = frames.clone();
         gapped.remove(5); // `a`'s first agent_thinking
         assert!(check_connection(&apex, &transcript(gapped)).is_empty());
+        // So is `a` arriving a second time, renumbered, just before the resync (what the
+        // bundled backend does when the new numbering reaches the connection first).
+        let mut early = frames;
+        let resync_at = 4 + 11;
+        let copy = healthy_run(16, "a");
+        early.splice(resync_at..resync_at, copy);
+        assert!(check_connection(&apex, &transcript(early)).is_empty());
     }
 
     #[test]
