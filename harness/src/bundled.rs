@@ -35,8 +35,13 @@ pub struct Bundled {
     pub target: Target,
     /// `embedded`, `external` or `containers`.
     pub mode: String,
+    /// Its further instances (1, 2, …) on the same Postgres and Redis, for scenarios with
+    /// `instances` (none in embedded mode: instances share nothing there).
+    pub more: Vec<Instance>,
     #[cfg(feature = "bundled")]
     _server: apex_backend::InProcess,
+    #[cfg(feature = "bundled")]
+    _more: Vec<apex_backend::InProcess>,
     /// Dropped after the server (fields drop in order).
     #[cfg(feature = "containers")]
     _containers: Option<apex_backend::services::containers::Containers>,
@@ -51,6 +56,14 @@ impl std::fmt::Debug for Bundled {
     }
 }
 
+/// One more instance of the bundled backend: where journeys reach it, and the fault proxies
+/// in front of its services when asked for.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub target: Target,
+    pub dependencies: Option<DependencyProxies>,
+}
+
 /// Starts the backend with the fixtures in `fixtures_dir`.
 pub async fn start(fixtures_dir: &Path) -> Result<Bundled, BundledError> {
     start_with(fixtures_dir, false)
@@ -60,12 +73,22 @@ pub async fn start(fixtures_dir: &Path) -> Result<Bundled, BundledError> {
 
 /// [`start`]; with `proxied` and services configured, the backend reaches Redis and Postgres
 /// through fault proxies (for `between: redis|postgres` faults), returned alongside.
-#[cfg(feature = "bundled")]
 pub async fn start_with(
     fixtures_dir: &Path,
     proxied: bool,
 ) -> Result<(Bundled, Option<DependencyProxies>), BundledError> {
-    use crate::fault::FaultProxy;
+    start_instances(fixtures_dir, proxied, 1).await
+}
+
+/// [`start_with`], and on Postgres and Redis `instances - 1` more instances of the backend
+/// sharing them (the same schema and key prefix), each through its own fault proxies when
+/// `proxied` ([`Bundled::more`]). In embedded mode only the first starts.
+#[cfg(feature = "bundled")]
+pub async fn start_instances(
+    fixtures_dir: &Path,
+    proxied: bool,
+    instances: u32,
+) -> Result<(Bundled, Option<DependencyProxies>), BundledError> {
     let mut config = apex_backend::Config::for_tests();
     config.fixtures_dir = fixtures_dir.to_owned();
     // The harness logs the fixture users in, on the embedded store or on the services.
@@ -88,6 +111,59 @@ pub async fn start_with(
         config.redis_url = Some(redis);
         containers = Some(running);
     }
+    if config.database_url.is_some() {
+        // Kept apart from a backend deployed on the same services.
+        config.database_schema = "apex_harness".into();
+        config.redis_prefix = "apex_harness:".into();
+    }
+    let shared = config.database_url.is_some() && config.redis_url.is_some();
+    let (server, proxies) = serve(config.clone(), proxied).await?;
+    let mode = serde_json::to_value(server.state.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut more = Vec::new();
+    let mut more_servers = Vec::new();
+    for _ in 1..if shared { instances } else { 1 } {
+        let (server, dependencies) = serve(config.clone(), proxied).await?;
+        let target =
+            Target::parse(&server.base_url()).map_err(|e| BundledError::Startup(e.to_string()))?;
+        more.push(Instance {
+            target,
+            dependencies,
+        });
+        more_servers.push(server);
+    }
+    #[cfg(feature = "containers")]
+    let mode = if containers.is_some() {
+        "containers".to_owned()
+    } else {
+        mode
+    };
+    let target =
+        Target::parse(&server.base_url()).map_err(|e| BundledError::Startup(e.to_string()))?;
+    Ok((
+        Bundled {
+            target,
+            mode,
+            more,
+            _server: server,
+            _more: more_servers,
+            #[cfg(feature = "containers")]
+            _containers: containers,
+        },
+        proxies,
+    ))
+}
+
+/// One instance on `config`'s services, through fault proxies in front of them when
+/// `proxied` and both services are configured (returned alongside).
+#[cfg(feature = "bundled")]
+async fn serve(
+    mut config: apex_backend::Config,
+    proxied: bool,
+) -> Result<(apex_backend::InProcess, Option<DependencyProxies>), BundledError> {
+    use crate::fault::FaultProxy;
     let mut proxies = None;
     if let (true, Some(db), Some(redis)) = (proxied, &config.database_url, &config.redis_url) {
         let (postgres, db) = (FaultProxy::in_front_of(db).await).map_err(BundledError::Proxy)?;
@@ -100,46 +176,21 @@ pub async fn start_with(
             postgres: Some(postgres),
         });
     }
-    if config.database_url.is_some() {
-        // Kept apart from a backend deployed on the same services.
-        config.database_schema = "apex_harness".into();
-        config.redis_prefix = "apex_harness:".into();
-    }
     let state = apex_backend::AppState::start(config, true)
         .await
         .map_err(|e| BundledError::Startup(e.to_string()))?;
-    let mode = serde_json::to_value(state.mode)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    #[cfg(feature = "containers")]
-    let mode = if containers.is_some() {
-        "containers".to_owned()
-    } else {
-        mode
-    };
     let server = apex_backend::InProcess::serve(state)
         .await
         .map_err(BundledError::Listen)?;
-    let target =
-        Target::parse(&server.base_url()).map_err(|e| BundledError::Startup(e.to_string()))?;
-    Ok((
-        Bundled {
-            target,
-            mode,
-            _server: server,
-            #[cfg(feature = "containers")]
-            _containers: containers,
-        },
-        proxies,
-    ))
+    Ok((server, proxies))
 }
 
 /// Without the `bundled` feature there is no backend to start.
 #[cfg(not(feature = "bundled"))]
-pub async fn start_with(
+pub async fn start_instances(
     _fixtures_dir: &Path,
     _proxied: bool,
+    _instances: u32,
 ) -> Result<(Bundled, Option<DependencyProxies>), BundledError> {
     Err(BundledError::NotBuilt)
 }

@@ -550,26 +550,34 @@ type Resolved = (
     Option<crate::fault::DependencyProxies>,
 );
 
-/// `bundled` (started here) or a URL; `proxied` puts fault proxies in front of the bundled
-/// backend's Redis and Postgres.
+/// `bundled` (started here, with `instances` instances when its services allow) or a URL;
+/// `proxied` puts fault proxies in front of the bundled backend's Redis and Postgres.
 async fn resolve_target(
     spec: &str,
     select: &Selection,
-    proxied: bool,
+    (proxied, instances): (bool, u32),
     err: &mut impl Write,
 ) -> Result<Resolved, u8> {
     if spec == "bundled" {
-        return match crate::bundled::start_with(&select.fixtures, proxied).await {
+        return match crate::bundled::start_instances(&select.fixtures, proxied, instances).await {
             Ok((bundled, proxies)) => {
+                let more: Vec<&str> = (bundled.more.iter())
+                    .map(|i| i.target.authority.as_str())
+                    .collect();
                 let _ = writeln!(
                     err,
-                    "target: bundled apex-backend on {} (services: {}{})",
+                    "target: bundled apex-backend on {} (services: {}{}){}",
                     bundled.target.authority,
                     bundled.mode,
                     if proxies.is_some() {
                         ", through fault proxies"
                     } else {
                         ""
+                    },
+                    if more.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", more instances on {}", more.join(", "))
                     }
                 );
                 Ok((bundled.target.clone(), Some(bundled), proxies))
@@ -604,11 +612,20 @@ async fn aim(
     scenarios: &[ScenarioFile],
     err: &mut impl Write,
 ) -> Result<Option<crate::bundled::Bundled>, u8> {
-    let (target, bundled, dependencies) =
-        resolve_target(spec, select, needs_proxies(scenarios), err).await?;
+    let needs = (needs_proxies(scenarios), instances_needed(scenarios));
+    let (target, bundled, dependencies) = resolve_target(spec, select, needs, err).await?;
     options.target = target;
     options.dependencies = dependencies;
+    options.more_instances = (bundled.as_ref()).map_or_else(Vec::new, |b| b.more.clone());
     Ok(bundled)
+}
+
+/// The most bundled instances a scenario asks for (`instances`).
+fn instances_needed(scenarios: &[ScenarioFile]) -> u32 {
+    (scenarios.iter())
+        .map(|f| f.scenario.instances)
+        .max()
+        .unwrap_or(1)
 }
 
 /// Whether a scenario puts faults between the backend and its Redis or Postgres.
@@ -826,13 +843,13 @@ fn canary(args: CanaryArgs, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let (baseline, _b, _) = match resolve_target(&args.baseline, &args.select, false, err).await
-        {
-            Ok(t) => t,
-            Err(code) => return code,
-        };
+        let (baseline, _b, _) =
+            match resolve_target(&args.baseline, &args.select, (false, 1), err).await {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
         let (candidate, _c, _) =
-            match resolve_target(&args.candidate, &args.select, false, err).await {
+            match resolve_target(&args.candidate, &args.select, (false, 1), err).await {
                 Ok(t) => t,
                 Err(code) => return code,
             };

@@ -680,6 +680,9 @@ impl Connection {
                 self.transcript.bytes_received += text.len() as u64;
                 let value: Value =
                     serde_json::from_str(&text).unwrap_or(Value::String(text.to_string()));
+                if value.get("type").and_then(Value::as_str) == Some(crate::verify::RESYNC) {
+                    self.transcript.resyncs += 1;
+                }
                 self.transcript.push(self.started.elapsed(), value.clone());
                 Received::Frame(value)
             }

@@ -786,11 +786,12 @@ pub struct ScenarioFaults {
 
 impl ScenarioFaults {
     /// Places the faults: a proxy in front of `target` if any fault sits there, the bundled
-    /// backend's dependency proxies for the others. Returns the target journeys must use.
+    /// backend's dependency proxies for the others (`dependencies[i]`: instance i's). Returns
+    /// the target journeys must use.
     pub async fn start(
         specs: &[crate::scenario::FaultSpec],
         target: &crate::client::Target,
-        dependencies: Option<&DependencyProxies>,
+        dependencies: &[Option<&DependencyProxies>],
     ) -> Result<(Self, crate::client::Target), PlaceError> {
         use crate::scenario::FaultPlace;
         let (target_proxy, journeys_target) =
@@ -802,10 +803,14 @@ impl ScenarioFaults {
             };
         let mut entries = Vec::new();
         for spec in specs {
+            let instance = dependencies
+                .get(spec.instance.unwrap_or(0) as usize)
+                .copied()
+                .flatten();
             let proxy = match spec.between {
                 FaultPlace::Target => target_proxy.clone(),
-                FaultPlace::Redis => dependencies.and_then(|d| d.redis.clone()),
-                FaultPlace::Postgres => dependencies.and_then(|d| d.postgres.clone()),
+                FaultPlace::Redis => instance.and_then(|d| d.redis.clone()),
+                FaultPlace::Postgres => instance.and_then(|d| d.postgres.clone()),
             };
             let Some(proxy) = proxy else {
                 let place = if spec.between == FaultPlace::Redis {

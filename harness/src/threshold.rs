@@ -29,6 +29,7 @@ pub const KNOWN_METRICS: &[(&str, MetricKind)] = &[
     ("journeys_started", MetricKind::Counter),
     ("journeys_completed", MetricKind::Counter),
     ("journeys_failed", MetricKind::Counter),
+    ("resyncs_received", MetricKind::Counter),
 ];
 
 fn kind_of(metric: &str) -> Option<MetricKind> {

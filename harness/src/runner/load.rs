@@ -37,6 +37,8 @@ pub struct Prepared {
     /// The target as given, and the one journeys through the fault proxy use.
     target: Target,
     proxied_target: Target,
+    /// The further bundled instances' targets (1, 2, …) the scenario's `instances` use.
+    more_targets: Vec<Target>,
     /// Removed when the last journey is done (this is dropped).
     faults: Option<ScenarioFaults>,
     /// Part of every marker, from the run's seed and the scenario's path: markers differ
@@ -85,6 +87,7 @@ impl Prepared {
             .map_err(|e| NotStarted::Unrunnable(FailureClass::Harness("users".into()), e))?;
         let http = (options.target.http_client())
             .map_err(|e| NotStarted::Unrunnable(FailureClass::Unreachable, e.into()))?;
+        let more_targets = instance_targets(file, options)?;
         let (faults, proxied_target) = place_faults(file, options).await?;
         let tag = crate::shard::tag(options.seed, &file.path.to_string_lossy());
         Ok(Self {
@@ -96,6 +99,7 @@ impl Prepared {
             http,
             target: options.target.clone(),
             proxied_target,
+            more_targets,
             faults,
             tag,
             index,
@@ -107,6 +111,12 @@ impl Prepared {
     /// The (email, password) virtual user `vu` logs in with.
     pub fn user(&self, vu: u32) -> &(String, String) {
         &self.users[vu as usize % self.users.len()]
+    }
+
+    /// The instance virtual user `vu` uses, with several `instances`: the virtual users of one
+    /// user spread over them (the first round of users on instance 0, the next on 1, …).
+    pub fn instance(&self, vu: u32) -> u32 {
+        (vu / self.users.len() as u32) % self.file.scenario.instances.max(1)
     }
 
     /// The marker of a journey of virtual user `vu` (its global index): unique in the run,
@@ -166,9 +176,12 @@ impl Prepared {
         let through_proxy = (self.file.scenario.faults.iter())
             .filter(|f| f.between == FaultPlace::Target)
             .any(|f| f.vus.is_empty() || f.vus.contains(&vu));
+        let instance = self.instance(vu) as usize;
         let ctx = JourneyContext {
             http: &self.http,
-            target: if through_proxy {
+            target: if instance > 0 {
+                &self.more_targets[instance - 1]
+            } else if through_proxy {
                 &self.proxied_target
             } else {
                 &self.target
@@ -192,6 +205,24 @@ impl Prepared {
     }
 }
 
+/// The targets of the bundled instances after the first that the scenario's `instances`
+/// ask for; a target without that many is skipped.
+fn instance_targets(file: &ScenarioFile, options: &RunOptions) -> Result<Vec<Target>, NotStarted> {
+    let wanted = file.scenario.instances.max(1) as usize;
+    let have = 1 + options.more_instances.len();
+    if wanted > have {
+        return Err(NotStarted::Skipped(format!(
+            "`instances: {wanted}` needs {wanted} bundled backends on the same Postgres and \
+             Redis (--target bundled with APEX_DATABASE_URL and APEX_REDIS_URL set); this \
+             target has {have}"
+        )));
+    }
+    Ok((options.more_instances.iter())
+        .take(wanted - 1)
+        .map(|i| i.target.clone())
+        .collect())
+}
+
 /// The scenario's faults placed, and the target journeys through them use.
 async fn place_faults(
     file: &ScenarioFile,
@@ -200,13 +231,17 @@ async fn place_faults(
     if file.scenario.faults.is_empty() {
         return Ok((None, options.target.clone()));
     }
-    match ScenarioFaults::start(
-        &file.scenario.faults,
-        &options.target,
-        options.dependencies.as_ref(),
-    )
-    .await
-    {
+    // Each instance's dependency proxies, instance 0 first.
+    let dependencies: Vec<Option<&crate::fault::DependencyProxies>> =
+        std::iter::once(options.dependencies.as_ref())
+            .chain(
+                options
+                    .more_instances
+                    .iter()
+                    .map(|i| i.dependencies.as_ref()),
+            )
+            .collect();
+    match ScenarioFaults::start(&file.scenario.faults, &options.target, &dependencies).await {
         Ok((faults, target)) => Ok((Some(faults), target)),
         Err(PlaceError::NeedsServices(reason)) => Err(NotStarted::Skipped(reason)),
         Err(PlaceError::Failed(e)) => Err(NotStarted::Unrunnable(

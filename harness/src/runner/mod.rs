@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub baseline: Option<Arc<crate::compare::Baseline>>,
     /// Proxies in front of the bundled backend's Redis and Postgres, for faults there.
     pub dependencies: Option<crate::fault::DependencyProxies>,
+    /// The bundled backend's further instances (1, 2, …) on the same services, for scenarios
+    /// with `instances`; empty for one instance or a URL target.
+    pub more_instances: Vec<crate::bundled::Instance>,
     /// `--max-duration` and `--fail-fast`; its clock runs from when it was made.
     pub cutoff: Cutoff,
     /// What every journey's marker derives from (`--seed`): the same seed, the same markers,
@@ -78,6 +81,7 @@ impl RunOptions {
             progress: false,
             baseline: None,
             dependencies: None,
+            more_instances: Vec::new(),
             cutoff: Cutoff::default(),
             seed: 0,
             shard: None,

@@ -127,6 +127,10 @@ impl JourneyOutcome {
         }
         let bytes: u64 = self.transcripts.iter().map(|t| t.bytes_received).sum();
         metrics.count("bytes_received", bytes);
+        let resyncs: u64 = self.transcripts.iter().map(|t| t.resyncs).sum();
+        if resyncs > 0 {
+            metrics.count("resyncs_received", resyncs);
+        }
         if let Some(answer) = &self.answer {
             // Quality: the answer's substance passed its content checks. Journeys that check
             // nothing would dilute a drop where answers are checked, so they do not count.

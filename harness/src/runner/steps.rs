@@ -207,6 +207,20 @@ struct Progress<'s> {
     /// Set when an event arrived before one expected earlier: (missing, arrived). Reading
     /// on tells an order violation (the missing one comes after all) from a missing event.
     skipped: Option<(String, String)>,
+    /// Before each event with a `seq` was taken: its `seq` and where the step stood, so a
+    /// `resync` can take the step back to before the events it voids.
+    before: Vec<(u64, Resumable)>,
+    /// Which expectations have had their first arrival counted in the journey's events (a
+    /// re-match after a `resync` is not counted again).
+    counted: Vec<bool>,
+}
+
+/// Where an `expect` step stood, as far as matching goes.
+#[derive(Clone)]
+struct Resumable {
+    next: usize,
+    matched: Vec<bool>,
+    skipped: Option<(String, String)>,
 }
 
 impl<'s> Progress<'s> {
@@ -220,7 +234,37 @@ impl<'s> Progress<'s> {
             waiting_since: (usize::MAX, Instant::now()),
             overdue: None,
             skipped: None,
+            before: Vec::new(),
+            counted: vec![false; step.events.len()],
         }
+    }
+
+    /// Notes where the step stands before it takes the event with `seq`.
+    fn remember(&mut self, seq: u64) {
+        self.before.push((
+            seq,
+            Resumable {
+                next: self.next,
+                matched: self.matched.clone(),
+                skipped: self.skipped.clone(),
+            },
+        ));
+    }
+
+    /// A `resync {from_seq}`: the events taken with a `seq` above it are void and come again,
+    /// so the step goes back to before the first of them and matches them anew. `true` when
+    /// it went back.
+    fn resync(&mut self, from_seq: u64) -> bool {
+        let Some(first) = self.before.iter().position(|(seq, _)| *seq > from_seq) else {
+            return false;
+        };
+        let (_, back) = self.before[first].clone();
+        self.before.truncate(first);
+        self.next = back.next;
+        self.matched = back.matched;
+        self.skipped = back.skipped;
+        self.overdue = None;
+        true
     }
 
     /// Whether the step holds: no error frame awaited, nothing out of order pending, and
@@ -309,8 +353,9 @@ impl<'s> Progress<'s> {
             };
             if kind_of(expected) == kind {
                 check_fields(expected, frame)?;
-                let first = !self.matched[j];
+                let first = !self.counted[j];
                 self.matched[j] = true;
+                self.counted[j] = true;
                 let repeat = matches!(expected, EventExpectation::Detailed(d) if d.repeat);
                 self.next = if repeat { j } else { j + 1 };
                 return Ok(first);
@@ -712,6 +757,9 @@ impl Journey<'_> {
             let Some(frame) = self.next_awaited_frame(progress).await? else {
                 continue;
             };
+            if self.resynced(progress, &frame) {
+                continue;
+            }
             match self.screen(step, progress, &frame).await? {
                 Screened::Skip => {}
                 Screened::ErrorWanted => return Ok(()),
@@ -807,6 +855,23 @@ impl Journey<'_> {
         Ok(Screened::Event(kind))
     }
 
+    /// A `resync {from_seq}` frame (docs/protocol.md §4.7), handled as a client must: the
+    /// events after `from_seq` are void and arrive again, so the step goes back to before
+    /// the first of its events above `from_seq` and matches them anew (what it counted of
+    /// them stays counted, at their first arrival), and the journey's position for `resume`
+    /// goes back to `from_seq`. The invariants check the stream itself (verify::invariants).
+    /// `false` for any other frame.
+    fn resynced(&mut self, progress: &mut Progress<'_>, frame: &Value) -> bool {
+        if self.ctx.profile.frame_type(frame) != Some(crate::verify::RESYNC) {
+            return false;
+        }
+        if let Some(from_seq) = crate::verify::resync_from(frame) {
+            progress.resync(from_seq);
+            self.last_seq = self.last_seq.map(|last| last.min(from_seq));
+        }
+        true
+    }
+
     /// An event of this journey's run: its `seq` and time are kept, an earlier event that was
     /// late or out of order is settled by it, and it takes its place among the expected ones.
     fn take_event(
@@ -818,6 +883,7 @@ impl Journey<'_> {
         let profile = self.ctx.profile;
         if let Some(seq) = profile.seq(frame) {
             self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+            progress.remember(seq);
         }
         self.outcome
             .timings

@@ -483,6 +483,7 @@ pub fn parse(path: &Path, source: &str) -> Result<ScenarioFile, Vec<Diagnostic>>
     }
     problems.extend(vacuous_checks(path, source, &scenario));
     problems.extend(load_problems(path, source, &scenario));
+    problems.extend(instance_problems(path, source, &scenario));
     if problems.is_empty() {
         Ok(ScenarioFile {
             path: path.to_owned(),
@@ -620,6 +621,69 @@ fn load_problems(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnost
             "`load` has both `iterations` and `duration`".into(),
             "give one: a number of journeys per virtual user, or how long to keep starting them",
         ));
+    }
+    problems
+}
+
+/// `instances` of 0, a fault's `instance` that is not one of them or that sits between the
+/// harness and the target, and target faults with several instances (the proxy stands in
+/// front of instance 0 only).
+fn instance_problems(path: &Path, source: &str, scenario: &Scenario) -> Vec<Diagnostic> {
+    let lines = source_lines(source);
+    let at = |key: &str, nth: usize| {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains(key))
+            .nth(nth)
+            .map_or((1, 1), |(i, l)| (i + 1, l.find(key).unwrap_or(0) + 1))
+    };
+    let mut problems = Vec::new();
+    let mut push = |(line, column): (usize, usize), message: String, hint: &str| {
+        problems.push(diagnostic(path, source, line, column, message, hint));
+    };
+    if scenario.instances == 0 {
+        push(
+            at("instances:", 0),
+            "`instances` is 0: no backend to run against".into(),
+            "give at least 1 (the default); 2 or more start bundled backends side by side",
+        );
+    }
+    let (mut nth, mut targets) = (0, 0);
+    for fault in &scenario.faults {
+        if fault.between == FaultPlace::Target {
+            targets += 1;
+        }
+        let Some(instance) = fault.instance else {
+            if fault.between == FaultPlace::Target && scenario.instances > 1 {
+                push(
+                    at("between: target", targets - 1),
+                    "a `between: target` fault with several `instances`".into(),
+                    "the target proxy stands in front of instance 0 only; fault the instances' \
+                     services (`between: redis` or `postgres` with `instance`) instead",
+                );
+            }
+            continue;
+        };
+        let place = at("instance:", nth);
+        nth += 1;
+        if fault.between == FaultPlace::Target {
+            push(
+                place,
+                "`instance` on a `between: target` fault".into(),
+                "`instance` says which bundled instance's Redis or Postgres a fault cuts; a \
+                 target fault takes `vus` instead",
+            );
+        } else if instance >= scenario.instances {
+            push(
+                place,
+                format!(
+                    "`instance: {instance}`, but the scenario has `instances: {}` (counted from 0)",
+                    scenario.instances
+                ),
+                "give an instance below `instances`, or raise `instances`",
+            );
+        }
     }
     problems
 }

@@ -44,6 +44,11 @@ pub struct Scenario {
     /// Faults injected while the scenario runs (docs/scenarios.md, "Faults").
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// Bundled backends on the same Postgres and Redis that the virtual users spread over
+    /// (docs/scenarios.md, "Several instances"); more than one needs the bundled target on
+    /// the services, elsewhere the scenario is skipped.
+    #[serde(default = "one")]
+    pub instances: u32,
 }
 
 /// A profile file: a built-in profile to start from, then field paths and target settings
@@ -102,6 +107,10 @@ pub struct FaultSpec {
     /// fault; empty (default): every one.
     #[serde(default)]
     pub vus: Vec<u32>,
+    /// `between: redis|postgres` only: which bundled instance's service connections go
+    /// through the fault (0-based, below the scenario's `instances`; default 0).
+    #[serde(default)]
+    pub instance: Option<u32>,
 }
 
 fn yes() -> bool {

@@ -31,6 +31,19 @@ struct RunState {
     /// The run was already under way when this connection first saw it (another connection
     /// of the user started it before this one opened): its early events are not here.
     joined: bool,
+    /// Its events that have a `seq`, as received (type, tool name): what a `resync` rolls the
+    /// run back to.
+    held: Vec<Held>,
+}
+
+/// One event of a run, as much of it as the run's structure and a `resync` need.
+#[derive(Debug, Clone, PartialEq)]
+struct Held {
+    seq: u64,
+    kind: String,
+    tool: String,
+    /// `agent_name`: with the type and tool, what tells a run's events apart.
+    agent: String,
 }
 
 fn is_redelivery(frame: &Value) -> bool {
@@ -55,16 +68,24 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
         let Some(kind) = profile.frame_type(value) else {
             continue;
         };
+        if kind == super::RESYNC {
+            let found = check.failures.len();
+            check.resync(super::resync_from(value), Some(index));
+            check.found_at(found, None);
+            continue;
+        }
         let seq = profile.seq(value);
         if profile.is_ignored(kind) || !(EVENT_TYPES.contains(&kind) || seq.is_some()) {
             continue;
         }
         let at = Some(index);
+        let found = check.failures.len();
         if check.sequence(kind, value, seq, at) {
-            check.run_structure(kind, value, at);
+            check.run_structure(kind, value, seq, at);
         }
+        check.found_at(found, seq);
     }
-    check.failures
+    check.finish()
 }
 
 /// What [`check_connection`] has seen so far of one connection, and what it found.
@@ -77,6 +98,13 @@ struct Check<'p> {
     /// Events without a `seq`, by identity, to tell a duplicate.
     seen_frames: HashSet<String>,
     runs: HashMap<String, RunState>,
+    /// Events a `resync` voided, by run, that have not arrived again yet (with the resync's
+    /// `from_seq`); each left at the end is missing.
+    owed: Vec<(String, Held, u64)>,
+    /// The `seq` of the frame each of `failures` was found at (`None`: not at an event with
+    /// a `seq`): a later `resync` from below that `seq` voids the frame, and what was found
+    /// at it.
+    failure_seqs: Vec<Option<u64>>,
 }
 
 impl<'p> Check<'p> {
@@ -105,11 +133,19 @@ impl<'p> Check<'p> {
             seen_seqs: HashSet::new(),
             seen_frames: HashSet::new(),
             runs: HashMap::new(),
+            owed: Vec::new(),
+            failure_seqs: Vec::new(),
         }
     }
 
     fn fail(&mut self, class: FailureClass, message: String, at: Option<usize>) {
         self.failures.push(Failure::new(class, message, at));
+    }
+
+    /// Notes that the failures from index `from` on were found at the event with `seq`.
+    fn found_at(&mut self, from: usize, seq: Option<u64>) {
+        self.failure_seqs.resize(from, None);
+        self.failure_seqs.resize(self.failures.len(), seq);
     }
 
     /// Sequence numbers and duplicates; `false` when the frame is a redelivery or a
@@ -179,7 +215,7 @@ impl<'p> Check<'p> {
 
     /// Run structure: an event belongs to a run that has not completed, `agent_started`
     /// opens it (once, unless agents nest), the other events go on in it.
-    fn run_structure(&mut self, kind: &str, value: &Value, at: Option<usize>) {
+    fn run_structure(&mut self, kind: &str, value: &Value, seq: Option<u64>, at: Option<usize>) {
         let profile = self.profile;
         let Some(run_id) = profile.run_id(value) else {
             if profile.require_seq {
@@ -192,7 +228,141 @@ impl<'p> Check<'p> {
             return;
         };
         let run = self.runs.entry(run_id.to_owned()).or_default();
-        let failures = &mut self.failures;
+        if let Some(seq) = seq {
+            let held = Held {
+                seq,
+                kind: kind.to_owned(),
+                tool: profile.tool_name(value).unwrap_or_default().to_owned(),
+                agent: (value.get("agent_name").and_then(Value::as_str))
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            if let Some(owed) = (self.owed.iter())
+                .position(|(run, voided, _)| run == run_id && voided.same_event(&held))
+            {
+                self.owed.remove(owed);
+            }
+            run.held.push(held);
+        }
+        let tool = profile.tool_name(value).unwrap_or_default();
+        run.take(kind, tool, run_id, profile, at, &mut self.failures);
+    }
+
+    /// A `resync {from_seq}` (docs/protocol.md §4.7): the events after `from_seq` are void.
+    /// The `seq` invariants go on from `from_seq` (the next event is `from_seq + 1`; a `seq`
+    /// above it may come again), each run is rolled back to its events up to `from_seq`, and
+    /// every voided event is owed: it must arrive again (same run, type and tool, any new
+    /// `seq`) before the connection ends. A `resync` without a whole-number `from_seq`, or
+    /// one ahead of the last `seq` this connection holds, hides events: `seq_gap`.
+    fn resync(&mut self, from_seq: Option<u64>, at: Option<usize>) {
+        let Some(from_seq) = from_seq else {
+            self.fail(
+                FailureClass::SeqGap,
+                "a `resync` without a whole-number `from_seq`: what to discard is unknown".into(),
+                at,
+            );
+            return;
+        };
+        if let Some(last) = self.last_seq
+            && from_seq > last
+        {
+            self.fail(
+                FailureClass::SeqGap,
+                format!("a `resync` from seq {from_seq}, ahead of the last seq held ({last})"),
+                at,
+            );
+            return;
+        }
+        self.last_seq = Some(from_seq);
+        self.seen_seqs.retain(|seq| *seq <= from_seq);
+        // What was found at the voided events goes with them (a gap, a run seen twice):
+        // everything after `from_seq` comes again and is judged then.
+        self.failure_seqs.resize(self.failures.len(), None);
+        let kept: Vec<bool> = (self.failure_seqs.iter())
+            .map(|seq| seq.is_none_or(|seq| seq <= from_seq))
+            .collect();
+        let mut keep = kept.iter();
+        self.failures.retain(|_| *keep.next().unwrap_or(&true));
+        let mut keep = kept.iter();
+        self.failure_seqs.retain(|_| *keep.next().unwrap_or(&true));
+        let profile = self.profile;
+        let mut runs = std::mem::take(&mut self.runs);
+        for (run_id, run) in runs.iter_mut() {
+            if run.held.iter().all(|h| h.seq <= from_seq) {
+                continue;
+            }
+            let (kept, voided): (Vec<Held>, Vec<Held>) =
+                run.held.drain(..).partition(|h| h.seq <= from_seq);
+            for event in voided {
+                // One copy is owed, however many were voided (a renumbered copy may have
+                // arrived before the resync).
+                if !(self.owed.iter())
+                    .any(|(run, owed, _)| run == run_id && owed.same_event(&event))
+                {
+                    self.owed.push((run_id.clone(), event, from_seq));
+                }
+            }
+            *run = RunState::rebuilt(kept, run_id, profile);
+        }
+        runs.retain(|_, run| !run.held.is_empty());
+        self.runs = runs;
+    }
+
+    /// The failures, with every event a `resync` voided that never arrived again.
+    fn finish(mut self) -> Vec<Failure> {
+        for (run_id, voided, from_seq) in std::mem::take(&mut self.owed) {
+            self.fail(
+                FailureClass::MissingEvent(voided.kind.clone()),
+                format!(
+                    "`{}` of run {run_id} (seq {}) was voided by a `resync` from seq {from_seq} \
+                     and never sent again",
+                    voided.kind, voided.seq
+                ),
+                None,
+            );
+        }
+        self.failures
+    }
+}
+
+impl Held {
+    /// The same event of a run, whatever its `seq`.
+    fn same_event(&self, other: &Held) -> bool {
+        self.kind == other.kind && self.tool == other.tool && self.agent == other.agent
+    }
+}
+
+impl RunState {
+    /// The state of a run after `held`, its events up to a `resync`'s `from_seq`, in the
+    /// order received (they were checked when they arrived; nothing is reported again).
+    fn rebuilt(held: Vec<Held>, run_id: &str, profile: &Profile) -> Self {
+        let mut run = Self::default();
+        let mut already_reported = Vec::new();
+        for event in held {
+            run.take(
+                &event.kind,
+                &event.tool,
+                run_id,
+                profile,
+                None,
+                &mut already_reported,
+            );
+            run.held.push(event);
+        }
+        run
+    }
+
+    /// Run structure for one event of this run (`tool`: its tool name, if any).
+    fn take(
+        &mut self,
+        kind: &str,
+        tool: &str,
+        run_id: &str,
+        profile: &Profile,
+        at: Option<usize>,
+        failures: &mut Vec<Failure>,
+    ) {
+        let run = self;
         if run.completed {
             failures.push(Failure::new(
                 FailureClass::OrderViolation,
@@ -217,9 +387,9 @@ impl<'p> Check<'p> {
             _ if run.depth == 0 => {
                 run.joined = true;
                 run.depth = 1;
-                finish_event(kind, value, run, run_id, profile, at, failures);
+                finish_event(kind, tool, run, run_id, at, failures);
             }
-            _ => finish_event(kind, value, run, run_id, profile, at, failures),
+            _ => finish_event(kind, tool, run, run_id, at, failures),
         }
     }
 }
@@ -227,19 +397,15 @@ impl<'p> Check<'p> {
 /// Tool pairing and the end of a run, for an event of a run that has started.
 fn finish_event(
     kind: &str,
-    value: &Value,
+    tool: &str,
     run: &mut RunState,
     run_id: &str,
-    profile: &Profile,
     at: Option<usize>,
     failures: &mut Vec<Failure>,
 ) {
     match kind {
-        "tool_executing" => run
-            .open_tools
-            .push(profile.tool_name(value).unwrap_or_default().to_owned()),
+        "tool_executing" => run.open_tools.push(tool.to_owned()),
         "tool_completed" => {
-            let tool = profile.tool_name(value).unwrap_or_default();
             match run.open_tools.iter().rposition(|t| t == tool) {
                 Some(open) => {
                     run.open_tools.remove(open);
@@ -492,6 +658,82 @@ mod tests {
         let mut t = transcript(healthy_run(1, "r"));
         t.close_code = Some(1011);
         assert_eq!(classes(&check_connection(&apex, &t)), ["ws_1011"]);
+    }
+
+    /// A connection of the cut-off instance (docs/protocol.md §4.7): its own run `a` got seqs
+    /// 5..=15 while cut off; the other instance's run `b` took 5..=15 meanwhile; after the
+    /// `resync` from 4 come `b` (5..=15) and `a` again (16..=26).
+    fn resynced_stream() -> Vec<Value> {
+        let mut frames = healthy_run(1, "x")[..4].to_vec();
+        for frame in &mut frames {
+            frame["run_id"] = json!("x");
+        }
+        // Run `x` holds seqs 1..=4 and goes on (5..) after the resync.
+        frames.extend(healthy_run(5, "a"));
+        frames.push(json!({ "type": "resync", "from_seq": 4, "payload": { "from_seq": 4 } }));
+        frames.extend(healthy_run(5, "b"));
+        frames.extend(healthy_run(16, "a"));
+        let mut rest = healthy_run(23, "x");
+        rest.drain(..4);
+        frames.extend(rest);
+        frames
+    }
+
+    #[test]
+    fn after_a_resync_the_voided_events_come_again_and_pass() {
+        let apex = Profile::apex();
+        let frames = resynced_stream();
+        assert!(check_connection(&apex, &transcript(frames.clone())).is_empty());
+        // A gap among the voided events is healed by the resync.
+        let mut gapped = frames.clone();
+        gapped.remove(5); // `a`'s first agent_thinking
+        assert!(check_connection(&apex, &transcript(gapped)).is_empty());
+        // So is `a` arriving a second time, renumbered, just before the resync (what the
+        // bundled backend does when the new numbering reaches the connection first).
+        let mut early = frames;
+        let resync_at = 4 + 11;
+        let copy = healthy_run(16, "a");
+        early.splice(resync_at..resync_at, copy);
+        assert!(check_connection(&apex, &transcript(early)).is_empty());
+    }
+
+    #[test]
+    fn after_a_resync_a_loss_or_a_duplicate_is_still_caught() {
+        let apex = Profile::apex();
+        let check = |frames: Vec<Value>| classes(&check_connection(&apex, &transcript(frames)));
+        let resync_at = 4 + 11;
+        // The voided `a` is not sent again in full: its last three events are missing.
+        let mut short = resynced_stream();
+        short.truncate(resync_at + 1 + 11 + 8);
+        assert_eq!(
+            check(short),
+            [
+                "missing_event:tool_executing",
+                "missing_event:tool_completed",
+                "missing_event:agent_completed"
+            ]
+        );
+        // One event of `b` left out after the resync: a gap.
+        let mut dropped = resynced_stream();
+        dropped.remove(resync_at + 1 + 3);
+        assert!(check(dropped).contains(&"seq_gap".to_owned()));
+        // The same seq twice after the resync: a duplicate.
+        let mut doubled = resynced_stream();
+        doubled.insert(resync_at + 3, doubled[resync_at + 2].clone());
+        assert_eq!(check(doubled), ["duplicate_event"]);
+        // Without the resync the same frames are a mess of repeated seqs and runs.
+        let mut unannounced = resynced_stream();
+        unannounced.remove(resync_at);
+        let found = check(unannounced);
+        assert!(found.contains(&"duplicate_event".to_owned()), "{found:?}");
+        assert!(found.contains(&"order_violation".to_owned()), "{found:?}");
+        // A resync that cannot be followed.
+        let mut ahead = healthy_run(1, "r");
+        ahead.push(json!({ "type": "resync", "from_seq": 30 }));
+        assert_eq!(check(ahead), ["seq_gap"]);
+        let mut blank = healthy_run(1, "r");
+        blank.push(json!({ "type": "resync" }));
+        assert_eq!(check(blank), ["seq_gap"]);
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub struct Transcript {
     pub after_close: usize,
     /// Bytes of the text frames received (the payload, not the WebSocket framing).
     pub bytes_received: u64,
+    /// `resync` frames received (docs/protocol.md §4.7).
+    pub resyncs: u64,
 }
 
 impl Transcript {
@@ -176,4 +178,16 @@ impl Transcript {
             (None, None) => None,
         }
     }
+}
+
+/// The type of the frame that voids a connection's events after a `seq` (docs/protocol.md
+/// §4.7).
+pub const RESYNC: &str = "resync";
+
+/// A `resync` frame's `from_seq` (top level, or under `payload`); `None` when it has no
+/// whole number there.
+pub fn resync_from(frame: &Value) -> Option<u64> {
+    (frame.get("from_seq"))
+        .or_else(|| frame.get("payload")?.get("from_seq"))
+        .and_then(Value::as_u64)
 }

@@ -9,6 +9,7 @@ mod invariants;
 mod journey;
 mod monitor;
 mod netra;
+mod resync;
 mod run;
 mod sabotage;
 mod scenarios;
