@@ -130,5 +130,8 @@ fn two_instances_through_a_redis_outage_of_one() {
         fixtures.to_str().unwrap(),
     ]);
     assert_eq!(code, exit_codes::PASS, "{out}\n{err}");
-    assert!(out.contains("PASS  Two instances through a Redis outage of one"), "{out}");
+    assert!(
+        out.contains("PASS  Two instances through a Redis outage of one"),
+        "{out}"
+    );
 }
