@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::profile::Profile;
 use crate::scenario::{ScenarioFile, UserSpec};
 use crate::threshold::{self, Threshold};
-use crate::verify::{Failure, FailureClass, check_isolation};
+use crate::verify::{Failure, FailureClass};
 
 pub use crate::report::model::{
     FailedJourney, RunReport, ScenarioReport, ScenarioShard, SeenRuns, redact,
@@ -88,55 +88,97 @@ impl RunOptions {
 /// A user of `fixtures/users.yaml`.
 #[derive(Debug, Clone)]
 struct FixtureUser {
+    /// The id the reference backend gives the user (its `connection_established.user_id`):
+    /// known in advance, so a frame carrying it on another user's connection is a breach.
+    id: Option<String>,
     email: String,
-    password: String,
+    password: Option<String>,
     pool: Option<String>,
+    /// The usage log, whose stem names the user's truth in `expected/`.
+    usage: Option<String>,
+}
+
+/// `users.yaml`, only the fields the harness reads (a 10,000-user file parsed whole into a
+/// generic value cost tens of MiB at its peak). A field of another type than expected is
+/// skipped, not an error: the backend, not the harness, validates its fixtures.
+#[derive(Debug, Default, serde::Deserialize)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct UserEntry {
+    id: Option<Value>,
+    email: Option<Value>,
+    password: Option<Value>,
+    pool: Option<Value>,
+    usage: Option<Value>,
+}
+
+impl UserEntry {
+    fn into_user(self) -> Option<FixtureUser> {
+        let text = |v: Option<Value>| match v? {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        Some(FixtureUser {
+            email: text(self.email)?,
+            id: text(self.id),
+            password: text(self.password),
+            pool: text(self.pool),
+            usage: text(self.usage),
+        })
+    }
 }
 
 /// Fixture users (`users.yaml`) and their truths, by email.
 #[derive(Debug, Default)]
 struct Fixtures {
     users: Vec<FixtureUser>,
-    truths: HashMap<String, Value>,
+    /// Each user's truth, shared by the users of one dataset (one copy per dataset, not per
+    /// user).
+    truths: HashMap<String, Arc<Value>>,
 }
 
 impl Fixtures {
     fn load(dir: &Path) -> Self {
-        let Ok(users) = std::fs::read_to_string(dir.join("users.yaml")) else {
+        let Ok(text) = std::fs::read_to_string(dir.join("users.yaml")) else {
             return Self::default();
         };
-        let users: Value = serde_saphyr::from_str(&users).unwrap_or_default();
+        let file: UsersFile = serde_saphyr::from_str(&text).unwrap_or_default();
+        drop(text);
+        let mut by_dataset: HashMap<String, Option<Arc<Value>>> = HashMap::new();
         let mut truths = HashMap::new();
-        let mut fixture_users = Vec::new();
-        for user in users["users"].as_array().into_iter().flatten() {
-            if let (Some(email), Some(password)) =
-                (user["email"].as_str(), user["password"].as_str())
-            {
-                fixture_users.push(FixtureUser {
-                    email: email.to_owned(),
-                    password: password.to_owned(),
-                    pool: user["pool"].as_str().map(str::to_owned),
-                });
-            }
-            let (Some(email), Some(usage)) = (user["email"].as_str(), user["usage"].as_str())
-            else {
+        let users: Vec<FixtureUser> = (file.users.into_iter())
+            .filter_map(UserEntry::into_user)
+            .collect();
+        for user in &users {
+            let (email, Some(usage)) = (&user.email, &user.usage) else {
                 continue;
             };
             let stem = Path::new(usage)
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or_default();
-            if let Ok(text) =
-                std::fs::read_to_string(dir.join("expected").join(format!("{stem}.yaml")))
-                && let Ok(truth) = serde_saphyr::from_str::<Value>(&text)
-            {
-                truths.insert(email.to_lowercase(), truth);
+            let truth = by_dataset.entry(stem.to_owned()).or_insert_with(|| {
+                let text =
+                    std::fs::read_to_string(dir.join("expected").join(format!("{stem}.yaml")));
+                let truth = text.ok()?;
+                serde_saphyr::from_str::<Value>(&truth).ok().map(Arc::new)
+            });
+            if let Some(truth) = truth {
+                truths.insert(email.to_lowercase(), truth.clone());
             }
         }
-        Self {
-            users: fixture_users,
-            truths,
-        }
+        Self { users, truths }
+    }
+
+    /// Every fixture user as (email, id): what no other user's frame may carry.
+    fn identities(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        (self.users.iter()).map(|u| (u.email.as_str(), u.id.as_deref()))
     }
 
     /// The scenario's users as (email, password): pools are the fixture users of that pool;
@@ -145,7 +187,7 @@ impl Fixtures {
         let pool = |name: &str| -> Result<Vec<(String, String)>, RunError> {
             let members: Vec<_> = (self.users.iter())
                 .filter(|u| u.pool.as_deref() == Some(name))
-                .map(|u| (u.email.clone(), u.password.clone()))
+                .filter_map(|u| Some((u.email.clone(), u.password.clone()?)))
                 .collect();
             if members.is_empty() {
                 Err(RunError::NoPoolMember {
@@ -165,7 +207,7 @@ impl Fixtures {
                     Some(password) => interpolate(password),
                     None => (self.users.iter())
                         .find(|u| u.email.eq_ignore_ascii_case(&email))
-                        .map(|u| u.password.clone())
+                        .and_then(|u| u.password.clone())
                         .ok_or_else(|| RunError::NoPassword {
                             email: email.clone(),
                         })?,
@@ -298,20 +340,16 @@ pub async fn run_scenario_at(
         Err(NotStarted::Skipped(reason)) => return ScenarioReport::skipped(file, reason),
         Err(NotStarted::Unrunnable(class, message)) => return unrunnable(file, class, message),
     };
-    let foreign = prepared.foreign_identities(options);
-    let sharded = options.shard.map(|_| {
-        (
-            prepared.local_vus(options),
-            prepared.vus_total(options),
-            prepared.profile().clone(),
-        )
-    });
+    let isolation = prepared.isolation().clone();
+    let sharded = options
+        .shard
+        .map(|_| (prepared.local_vus(options), prepared.vus_total(options)));
     let started = Instant::now();
     let cpu_before = crate::metrics::process_cpu_time();
     let outcomes = load::drive(prepared, options).await;
     let cut_short = outcomes.iter().filter(|o| o.cut_short).count() as u64;
     let mut outcomes: Vec<JourneyOutcome> = outcomes.into_iter().filter(|o| !o.cut_short).collect();
-    check_isolation_across(&mut outcomes, &foreign);
+    check_seen_runs(&mut outcomes, &isolation);
     let (mut metrics, mut failed) = tally(&outcomes);
     // Cost on the client side: this process's CPU (with `--target bundled` that includes the
     // backend, which runs in-process).
@@ -344,10 +382,10 @@ pub async fn run_scenario_at(
         slowest: (outcomes.iter().filter(|o| o.passed()))
             .max_by_key(|o| o.timings.total)
             .map(JourneyOutcome::timeline),
-        shard: sharded.map(|(vus, vus_total, profile)| ScenarioShard {
+        shard: sharded.map(|(vus, vus_total)| ScenarioShard {
             vus,
             vus_total,
-            ..ledger(&outcomes, &profile)
+            ..ledger(&outcomes)
         }),
     }
 }
@@ -378,33 +416,38 @@ pub(crate) fn count_classes(failed: &[FailedJourney]) -> BTreeMap<String, u64> {
     failures_by_class
 }
 
-/// Isolation across every user's transcripts: a frame meant for one journey seen by
-/// another fails the journey that saw it. `foreign` are the users of other shards (`--shard`):
-/// their emails and markers are known in advance, and no frame here may carry them.
-fn check_isolation_across(outcomes: &mut [JourneyOutcome], foreign: &[crate::verify::Identity]) {
-    let owners: Vec<usize> = outcomes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, o)| o.transcripts.iter().map(move |_| i))
-        .collect();
-    let nothing = crate::verify::Transcript::default();
-    let breaches = {
-        let pairs: Vec<_> = outcomes
-            .iter()
-            .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
-            .chain(foreign.iter().map(|identity| (identity, &nothing)))
-            .collect();
-        check_isolation(&pairs)
-    };
-    for (journey, found) in owners.into_iter().zip(breaches) {
-        outcomes[journey].failures.extend(found);
+/// The runs of other journeys a journey's frames carried (its [`JourneyOutcome::seen`]):
+/// each journey's frames were checked when it ended, against the run ids known then; a run
+/// another journey announced only later is found here, so an event routed to the wrong user
+/// is a breach whenever its run's owner learnt of it.
+fn check_seen_runs(outcomes: &mut [JourneyOutcome], isolation: &crate::verify::Isolation) {
+    for outcome in outcomes {
+        let own = &outcome.identity.email;
+        let mut found = Vec::new();
+        for (id, frame) in &outcome.seen {
+            for owner in isolation.owners_of(id) {
+                let known = (outcome.failures.iter().chain(&found)).any(|f: &Failure| {
+                    f.class == FailureClass::IsolationBreach
+                        && f.frame == Some(*frame)
+                        && f.message.ends_with(&format!(" of {owner}"))
+                });
+                if !owner.eq_ignore_ascii_case(own) && !known {
+                    found.push(Failure::new(
+                        FailureClass::IsolationBreach,
+                        format!("frame received by {own} carries `{id}` of {owner}"),
+                        Some(*frame),
+                    ));
+                }
+            }
+        }
+        outcome.failures.extend(found);
     }
 }
 
 /// The run and thread ids each journey started, and those of other runs its frames carried:
 /// what the merge of a sharded run checks across shards (a leaked event carries only its
 /// run's ids, which no shard knows in advance).
-fn ledger(outcomes: &[JourneyOutcome], profile: &Profile) -> ScenarioShard {
+fn ledger(outcomes: &[JourneyOutcome]) -> ScenarioShard {
     let mut ledger = ScenarioShard::default();
     let mut failed = 0;
     for outcome in outcomes {
@@ -412,14 +455,7 @@ fn ledger(outcomes: &[JourneyOutcome], profile: &Profile) -> ScenarioShard {
         for id in &outcome.identity.runs {
             ledger.runs.insert(id.clone(), email.clone());
         }
-        let own = &outcome.identity.runs;
-        let mut ids: Vec<String> = (outcome.transcripts.iter())
-            .flat_map(|t| t.frames.iter())
-            .flat_map(|f| [profile.run_id(&f.value), profile.thread_id(&f.value)])
-            .flatten()
-            .filter(|id| !own.iter().any(|o| o == id))
-            .map(str::to_owned)
-            .collect();
+        let mut ids: Vec<String> = outcome.seen.iter().map(|(id, _)| id.clone()).collect();
         ids.sort();
         ids.dedup();
         let failed_index = (!outcome.passed()).then(|| {
@@ -446,16 +482,11 @@ fn tally(outcomes: &[JourneyOutcome]) -> (Metrics, Vec<FailedJourney>) {
         if outcome.passed() {
             continue;
         }
-        let frames: Vec<_> = (outcome.transcripts.iter())
-            .flat_map(|t| t.frames.iter())
-            .collect();
         failed.push(FailedJourney {
             email: outcome.identity.email.clone(),
             failures: outcome.failures.clone(),
-            last_frames: (frames.iter().rev().take(6).rev())
-                .map(|f| (f.at, f.value.clone()))
-                .collect(),
-            close: outcome.transcripts.last().and_then(|t| t.ending()),
+            last_frames: outcome.kept_frames.clone(),
+            close: outcome.close.clone(),
             timeline: outcome.timeline(),
         });
     }

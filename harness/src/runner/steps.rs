@@ -76,6 +76,9 @@ pub struct JourneyContext<'a> {
     pub faults: Option<&'a crate::fault::ScenarioFaults>,
     /// The run's `--max-duration` and `--fail-fast`.
     pub cutoff: &'a Cutoff,
+    /// The run's isolation check: the user and run ids a journey learns are added to it as
+    /// they are learnt, so other journeys' frames are checked against them.
+    pub isolation: Option<&'a crate::verify::Isolation>,
 }
 
 /// A virtual user's session, kept across its journeys when the scenario logs in once per
@@ -473,8 +476,9 @@ impl Journey<'_> {
         // the login itself.
         let keepable = step.password.is_none() && step.expect_status.is_none();
         if keepable && let Some(session) = self.vu_session.as_deref().and_then(VuSession::fresh) {
-            self.outcome.identity.user_id = session.user_id.clone();
-            self.session = Some(session.clone());
+            let session = session.clone();
+            self.learn_user_id(session.user_id.clone());
+            self.session = Some(session);
             self.outcome.session_reused = true;
             return Ok(());
         }
@@ -504,7 +508,7 @@ impl Journey<'_> {
                     // clock starts after its login (login_duration still has the login).
                     self.started = Instant::now();
                 }
-                self.outcome.identity.user_id = session.user_id.clone();
+                self.learn_user_id(session.user_id.clone());
                 self.session = Some(session);
                 Ok(())
             }
@@ -859,7 +863,9 @@ impl Journey<'_> {
                 .flatten()
                 .map(str::to_owned)
                 .collect();
-            self.outcome.identity.runs.extend(ids.iter().cloned());
+            for new in &ids {
+                self.learn_run(new);
+            }
             self.run = Some(RunFamily { ids, depth: 1 });
             return Place::Mine;
         };
@@ -870,6 +876,9 @@ impl Journey<'_> {
                     if !run.ids.iter().any(|i| i == new) {
                         run.ids.push(new.to_owned());
                         self.outcome.identity.runs.push(new.to_owned());
+                        if let Some(isolation) = self.ctx.isolation {
+                            isolation.learn(new, &self.outcome.identity.email);
+                        }
                     }
                 }
                 run.depth += 1;
@@ -886,6 +895,23 @@ impl Journey<'_> {
             }
             _ => Place::Mine,
         }
+    }
+
+    /// The user id a login answered with: the journey's, and no other user's frames may
+    /// carry it.
+    fn learn_user_id(&mut self, id: Option<String>) {
+        if let (Some(isolation), Some(id)) = (self.ctx.isolation, &id) {
+            isolation.learn(id, &self.outcome.identity.email);
+        }
+        self.outcome.identity.user_id = id;
+    }
+
+    /// A run or thread id of this journey's run: no other user's frames may carry it.
+    fn learn_run(&mut self, id: &str) {
+        if let Some(isolation) = self.ctx.isolation {
+            isolation.learn(id, &self.outcome.identity.email);
+        }
+        self.outcome.identity.runs.push(id.to_owned());
     }
 
     fn is_my_run(&self, frame: &Value) -> bool {
