@@ -395,7 +395,7 @@ pub async fn run_journey_with(
             break;
         }
     }
-    journey.disconnect().await;
+    Box::pin(journey.disconnect()).await;
     journey.outcome.content_checked = steps.iter().any(|s| matches!(s, Step::ExpectResponse(_)));
     journey.outcome.chats =
         (steps.iter()).any(|s| matches!(s, Step::Send(s) if s.content.is_some()));
@@ -437,25 +437,28 @@ impl Journey<'_> {
         fail(FailureClass::Timeout, format!("{cut}{waiting}"))
     }
 
+    /// Runs one step. Each step's future is boxed, for as long as the step runs: a virtual
+    /// user's task is then as large as its journey's state, not as the largest step's (the
+    /// HTTP login and the WebSocket upgrade made an idle connected user's task ~15 KiB).
     async fn step(&mut self, step: &Step) -> Result<(), Failure> {
         self.waiting_for = None;
         match step {
-            Step::Login(s) => self.login(s).await,
-            Step::Connect(s) => self.connect(s).await,
-            Step::Send(s) => self.send(s).await,
-            Step::Expect(s) => self.expect(s).await,
+            Step::Login(s) => Box::pin(self.login(s)).await,
+            Step::Connect(s) => Box::pin(self.connect(s)).await,
+            Step::Send(s) => Box::pin(self.send(s)).await,
+            Step::Expect(s) => Box::pin(self.expect(s)).await,
             Step::ExpectResponse(s) => self.expect_response(s),
             Step::Disconnect(_) => {
-                self.disconnect().await;
+                Box::pin(self.disconnect()).await;
                 Ok(())
             }
-            Step::Resume(s) => self.resume(s).await,
+            Step::Resume(s) => Box::pin(self.resume(s)).await,
             Step::Wait(d) => {
-                tokio::time::sleep(*d).await;
+                Box::pin(tokio::time::sleep(*d)).await;
                 Ok(())
             }
-            Step::Http(s) => self.http(s).await,
-            Step::ExpectClose(s) => self.expect_close(s).await,
+            Step::Http(s) => Box::pin(self.http(s)).await,
+            Step::ExpectClose(s) => Box::pin(self.expect_close(s)).await,
             Step::Fault(s) => self
                 .ctx
                 .faults
