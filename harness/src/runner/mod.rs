@@ -623,6 +623,110 @@ mod tests {
         assert!(outcomes[1].failures[0].message.contains("b@x.test"));
     }
 
+    /// A journey whose frame carried another journey's run before that journey announced
+    /// it: it passes when it ends (the run is not known yet), keeps that frame, and fails
+    /// at the scenario's end, once; a journey that saw it after the announcement fails
+    /// when it ends, and is not blamed twice.
+    #[test]
+    fn a_run_announced_after_the_journey_that_saw_it_ended_is_still_a_breach() {
+        use crate::verify::{Isolation, Transcript};
+        let profile = Profile::apex();
+        let isolation = Isolation::new([("mk1v0", "a@x.test"), ("mk1v1", "b@x.test")]);
+        let leaked = |outcome: &mut JourneyOutcome| {
+            let mut transcript = Transcript::default();
+            transcript.push(Duration::ZERO, serde_json::json!({ "type": "pong" }));
+            transcript.push(
+                Duration::from_millis(5),
+                serde_json::json!({ "type": "agent_thinking", "run_id": "run-b", "seq": 4 }),
+            );
+            outcome.transcripts.push(transcript);
+        };
+        let mut early = JourneyOutcome::new("a@x.test", "mk1v0.0");
+        leaked(&mut early);
+        early.settle(&profile, &isolation);
+        assert!(early.passed(), "{:?}", early.failures);
+        assert_eq!(early.seen, [("run-b".to_owned(), 1)]);
+        assert_eq!(early.kept_frames.len(), 1, "the frame that carried it");
+        assert!(early.transcripts[0].frames.is_empty());
+        // The owner announces its run (its `agent_started`), after `early` ended.
+        isolation.learn("run-b", "b@x.test");
+        let mut owner = JourneyOutcome::new("b@x.test", "mk1v1.0");
+        owner.identity.runs.push("run-b".into());
+        leaked(&mut owner);
+        owner.settle(&profile, &isolation);
+        let mut late = JourneyOutcome::new("a@x.test", "mk1v0.1");
+        leaked(&mut late);
+        late.settle(&profile, &isolation);
+        assert_eq!(late.failures.len(), 1, "{:?}", late.failures);
+        let mut outcomes = vec![early, owner, late];
+        check_seen_runs(&mut outcomes, &isolation);
+        for (journey, breaches) in [(0, 1), (1, 0), (2, 1)] {
+            let failures = &outcomes[journey].failures;
+            assert_eq!(failures.len(), breaches, "{journey}: {failures:?}");
+            for failure in failures {
+                assert_eq!(failure.class, FailureClass::IsolationBreach);
+                assert_eq!(failure.frame, Some(1));
+                assert_eq!(
+                    failure.message,
+                    "frame received by a@x.test carries `run-b` of b@x.test"
+                );
+            }
+        }
+        let (_, failed) = tally(&outcomes);
+        assert_eq!(failed.len(), 2);
+        assert_eq!(failed[0].last_frames[0].1["run_id"], "run-b");
+        assert_eq!(
+            failed[1].last_frames.len(),
+            2,
+            "a failed journey's last frames"
+        );
+    }
+
+    #[test]
+    fn fixture_users_share_their_datasets_truth_and_bring_their_ids() {
+        let dir = std::env::temp_dir().join(format!("apex-fixtures-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("expected")).unwrap();
+        std::fs::write(
+            dir.join("expected/a.yaml"),
+            "total_monthly_cost_usd: 12.5\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("users.yaml"),
+            "users:\n  - { id: u-1, email: One@x.test, password: p1, usage: usage/a.jsonl, pool: vu }\n  \
+             - { id: 2, email: two@x.test, password: p2, usage: usage/a.jsonl, pool: vu, name: Two }\n  \
+             - { email: three@x.test, usage: usage/none.jsonl }\n  - { id: u-4 }\n",
+        )
+        .unwrap();
+        let fixtures = Fixtures::load(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let ids: Vec<_> = fixtures.identities().collect();
+        assert_eq!(
+            ids,
+            [
+                ("One@x.test", Some("u-1")),
+                ("two@x.test", Some("2")),
+                ("three@x.test", None)
+            ]
+        );
+        // One copy of a dataset's truth for all its users; none for a dataset without one.
+        let (one, two) = (
+            &fixtures.truths["one@x.test"],
+            &fixtures.truths["two@x.test"],
+        );
+        assert!(Arc::ptr_eq(one, two));
+        assert_eq!(one["total_monthly_cost_usd"], 12.5);
+        assert!(!fixtures.truths.contains_key("three@x.test"));
+        let pool = fixtures.users_of(&[]).unwrap();
+        assert_eq!(
+            pool,
+            [
+                ("One@x.test".to_owned(), "p1".to_owned()),
+                ("two@x.test".to_owned(), "p2".to_owned())
+            ]
+        );
+    }
+
     #[test]
     fn interpolated_passwords_and_tokens_are_redacted_from_reports() {
         let scenario: crate::scenario::Scenario = serde_saphyr::from_str(

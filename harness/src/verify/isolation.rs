@@ -35,6 +35,9 @@ struct Learnt {
     /// Needles that are one token (ASCII letters, digits, `_`, `-`: the ids), found by looking
     /// up each token of a frame; with every owner that announced one.
     tokens: HashMap<Box<str>, Vec<Arc<str>>>,
+    /// The shortest and longest of `tokens`: a frame's tokens of other lengths (most of its
+    /// words) are not looked up.
+    lengths: (usize, usize),
     /// Any other needle, searched for in each frame.
     others: Vec<(Box<str>, Arc<str>)>,
 }
@@ -86,6 +89,12 @@ impl Isolation {
         }
         let mut learnt = self.learnt.lock().unwrap_or_else(PoisonError::into_inner);
         if needle.chars().all(id_char) {
+            let first = learnt.tokens.is_empty();
+            let (shortest, longest) = &mut learnt.lengths;
+            if first || needle.len() < *shortest {
+                *shortest = needle.len();
+            }
+            *longest = (*longest).max(needle.len());
             let owners = learnt.tokens.entry(Box::from(needle)).or_default();
             if !owners.iter().any(|o| same_user(o, owner)) {
                 owners.push(Arc::from(owner));
@@ -116,8 +125,11 @@ impl Isolation {
             Err(why) => return unchecked(1, why).remove(0),
         };
         let mut failures = Vec::new();
+        let mut text = String::new();
         for (index, frame) in transcript.frames.iter().enumerate() {
-            let text = frame.value.to_string();
+            use std::fmt::Write as _;
+            text.clear();
+            let _ = write!(text, "{}", frame.value);
             let mut reported: HashSet<String> = HashSet::new();
             let mut breach = |needle: &str, owner: &str| {
                 if !same_user(owner, own) && reported.insert(owner.to_ascii_lowercase()) {
@@ -136,7 +148,9 @@ impl Isolation {
             }
             let learnt = self.learnt.lock().unwrap_or_else(PoisonError::into_inner);
             if !learnt.tokens.is_empty() {
-                for token in text.split(|c: char| !id_char(c)).filter(|t| !t.is_empty()) {
+                let (shortest, longest) = learnt.lengths;
+                let tokens = text.split(|c: char| !id_char(c));
+                for token in tokens.filter(|t| (shortest..=longest).contains(&t.len())) {
                     for owner in learnt.tokens.get(token).into_iter().flatten() {
                         breach(token, owner);
                     }
@@ -204,6 +218,7 @@ mod tests {
             json!({ "type": "pong" }),
         ]);
         assert!(isolation.check("b@x.test", &leaked).is_empty());
+        isolation.learn("user-0000001", "c@x.test");
         isolation.learn("run-7", "A@x.test");
         isolation.learn("t:9", "a@x.test");
         // Its owner may carry it, whatever the case of its email.
