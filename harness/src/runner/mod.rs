@@ -1,6 +1,8 @@
 //! Runs scenario files: virtual users execute the steps under the scenario's load, every
-//! journey is judged, isolation is checked across all users' transcripts, metrics and
-//! thresholds make the verdict. What a run produced is [`crate::report::model`]'s data; what
+//! journey is judged when it ends (its invariants, and isolation against every user's
+//! identities and the ids journeys have learnt, [`crate::verify::Isolation`]) and keeps only
+//! what a report needs; at the scenario's end the other runs each journey's frames carried
+//! are checked again, and metrics and thresholds make the verdict. What a run produced is [`crate::report::model`]'s data; what
 //! keeps a scenario or the builder from starting is a [`RunError`].
 
 mod cutoff;
