@@ -13,7 +13,7 @@ use crate::client::Target;
 use crate::fault::{PlaceError, ScenarioFaults};
 use crate::profile::Profile;
 use crate::scenario::{FaultPlace, LoginMode, ScenarioFile};
-use crate::verify::{Failure, FailureClass};
+use crate::verify::{Failure, FailureClass, Isolation};
 
 /// Why a scenario did not start.
 #[derive(Debug)]
@@ -48,6 +48,10 @@ pub struct Prepared {
     index: usize,
     shard: Option<crate::shard::Shard>,
     cutoff: super::Cutoff,
+    /// Every user's identities no other user's frame may carry: all virtual users' markers
+    /// and emails (every shard's), every fixture user's email and id, and the user and run
+    /// ids journeys learn.
+    isolation: Arc<Isolation>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -90,6 +94,8 @@ impl Prepared {
         let more_targets = instance_targets(file, options)?;
         let (faults, proxied_target) = place_faults(file, options).await?;
         let tag = crate::shard::tag(options.seed, &file.path.to_string_lossy());
+        let vus_total = options.vus.unwrap_or(file.scenario.load.vus).max(1);
+        let isolation = Arc::new(isolation_of(&users, &fixtures, tag, vus_total));
         Ok(Self {
             timeout: profile.target.timeout.unwrap_or(Duration::from_secs(10)),
             file: file.clone(),
@@ -105,6 +111,7 @@ impl Prepared {
             index,
             shard: options.shard,
             cutoff: options.cutoff.clone(),
+            isolation,
         })
     }
 
@@ -128,7 +135,7 @@ impl Prepared {
     /// What every marker of virtual user `vu` starts with; the `.` after it ends it as a
     /// token, so the isolation check finds any of its iterations' markers by it alone.
     pub fn marker_prefix(&self, vu: u32) -> String {
-        format!("mk{:08x}v{vu}", self.tag)
+        marker_prefix(self.tag, vu)
     }
 
     /// The virtual users of the scenario (`--vus` or its `load.vus`), all shards together.
@@ -141,21 +148,9 @@ impl Prepared {
         crate::shard::Shard::vus(self.shard, self.index, self.vus_total(options))
     }
 
-    /// The virtual users other shards run, as identities whose email and markers (of every
-    /// iteration) no frame here may carry. Empty without `--shard`.
-    pub fn foreign_identities(&self, options: &RunOptions) -> Vec<crate::verify::Identity> {
-        let Some(shard) = self.shard else {
-            return Vec::new();
-        };
-        (0..self.vus_total(options))
-            .filter(|&vu| !shard.owns(self.index, vu))
-            .map(|vu| crate::verify::Identity {
-                user_id: None,
-                email: self.user(vu).0.clone(),
-                marker: self.marker_prefix(vu),
-                runs: Vec::new(),
-            })
-            .collect()
+    /// The run's isolation check (journeys add the ids they learn to it).
+    pub fn isolation(&self) -> &Arc<Isolation> {
+        &self.isolation
     }
 
     /// The profile the journeys read frames with.
@@ -188,9 +183,10 @@ impl Prepared {
             },
             profile: &self.profile,
             timeout: self.timeout,
-            truth: self.fixtures.truths.get(&email.to_lowercase()),
+            truth: (self.fixtures.truths.get(&email.to_lowercase())).map(|t| &**t),
             faults: self.faults.as_ref(),
             cutoff: &self.cutoff,
+            isolation: Some(&self.isolation),
         };
         let marker = self.marker(vu, iteration);
         run_journey_with(
@@ -221,6 +217,43 @@ fn instance_targets(file: &ScenarioFile, options: &RunOptions) -> Result<Vec<Tar
         .take(wanted - 1)
         .map(|i| i.target.clone())
         .collect())
+}
+
+fn marker_prefix(tag: u32, vu: u32) -> String {
+    format!("mk{tag:08x}v{vu}")
+}
+
+/// The identities known before the scenario runs, each with its user's email: every
+/// virtual user's marker and email on every shard (virtual user `vu` is `users[vu % len]`),
+/// and every fixture user's email and id, which the reference backend gives its users. A
+/// shard thus catches a leak from a user on another shard by its marker, email or user id.
+fn isolation_of(
+    users: &[(String, String)],
+    fixtures: &Fixtures,
+    tag: u32,
+    vus_total: u32,
+) -> Isolation {
+    let markers: Vec<(String, &str)> = (0..vus_total)
+        .map(|vu| {
+            (
+                marker_prefix(tag, vu),
+                users[vu as usize % users.len()].0.as_str(),
+            )
+        })
+        .collect();
+    let known = (markers.iter().map(|(m, email)| (m.as_str(), *email)))
+        .chain(
+            users
+                .iter()
+                .map(|(email, _)| (email.as_str(), email.as_str())),
+        )
+        .chain(fixtures.identities().flat_map(|(email, id)| {
+            [Some(email), id]
+                .into_iter()
+                .flatten()
+                .map(move |n| (n, email))
+        }));
+    Isolation::new(known)
 }
 
 /// The scenario's faults placed, and the target journeys through them use.
@@ -360,7 +393,8 @@ pub async fn drive(prepared: Prepared, options: &RunOptions) -> Vec<JourneyOutco
                         _ = cutoff.wait() => break,
                     }
                 }
-                let outcome = prepared.journey(vu, iteration, session.as_mut()).await;
+                let mut outcome = prepared.journey(vu, iteration, session.as_mut()).await;
+                outcome.settle(&prepared.profile, &prepared.isolation);
                 if !outcome.passed() && !outcome.cut_short {
                     cutoff.journey_failed();
                     let failed = failed_so_far.fetch_add(1, Ordering::Relaxed) + 1;

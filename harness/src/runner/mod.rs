@@ -1,6 +1,8 @@
 //! Runs scenario files: virtual users execute the steps under the scenario's load, every
-//! journey is judged, isolation is checked across all users' transcripts, metrics and
-//! thresholds make the verdict. What a run produced is [`crate::report::model`]'s data; what
+//! journey is judged when it ends (its invariants, and isolation against every user's
+//! identities and the ids journeys have learnt, [`crate::verify::Isolation`]) and keeps only
+//! what a report needs; at the scenario's end the other runs each journey's frames carried
+//! are checked again, and metrics and thresholds make the verdict. What a run produced is [`crate::report::model`]'s data; what
 //! keeps a scenario or the builder from starting is a [`RunError`].
 
 mod cutoff;
@@ -21,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::profile::Profile;
 use crate::scenario::{ScenarioFile, UserSpec};
 use crate::threshold::{self, Threshold};
-use crate::verify::{Failure, FailureClass, check_isolation};
+use crate::verify::{Failure, FailureClass};
 
 pub use crate::report::model::{
     FailedJourney, RunReport, ScenarioReport, ScenarioShard, SeenRuns, redact,
@@ -92,55 +94,97 @@ impl RunOptions {
 /// A user of `fixtures/users.yaml`.
 #[derive(Debug, Clone)]
 struct FixtureUser {
+    /// The id the reference backend gives the user (its `connection_established.user_id`):
+    /// known in advance, so a frame carrying it on another user's connection is a breach.
+    id: Option<String>,
     email: String,
-    password: String,
+    password: Option<String>,
     pool: Option<String>,
+    /// The usage log, whose stem names the user's truth in `expected/`.
+    usage: Option<String>,
+}
+
+/// `users.yaml`, only the fields the harness reads (a 10,000-user file parsed whole into a
+/// generic value cost tens of MiB at its peak). A field of another type than expected is
+/// skipped, not an error: the backend, not the harness, validates its fixtures.
+#[derive(Debug, Default, serde::Deserialize)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct UserEntry {
+    id: Option<Value>,
+    email: Option<Value>,
+    password: Option<Value>,
+    pool: Option<Value>,
+    usage: Option<Value>,
+}
+
+impl UserEntry {
+    fn into_user(self) -> Option<FixtureUser> {
+        let text = |v: Option<Value>| match v? {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        Some(FixtureUser {
+            email: text(self.email)?,
+            id: text(self.id),
+            password: text(self.password),
+            pool: text(self.pool),
+            usage: text(self.usage),
+        })
+    }
 }
 
 /// Fixture users (`users.yaml`) and their truths, by email.
 #[derive(Debug, Default)]
 struct Fixtures {
     users: Vec<FixtureUser>,
-    truths: HashMap<String, Value>,
+    /// Each user's truth, shared by the users of one dataset (one copy per dataset, not per
+    /// user).
+    truths: HashMap<String, Arc<Value>>,
 }
 
 impl Fixtures {
     fn load(dir: &Path) -> Self {
-        let Ok(users) = std::fs::read_to_string(dir.join("users.yaml")) else {
+        let Ok(text) = std::fs::read_to_string(dir.join("users.yaml")) else {
             return Self::default();
         };
-        let users: Value = serde_saphyr::from_str(&users).unwrap_or_default();
+        let file: UsersFile = serde_saphyr::from_str(&text).unwrap_or_default();
+        drop(text);
+        let mut by_dataset: HashMap<String, Option<Arc<Value>>> = HashMap::new();
         let mut truths = HashMap::new();
-        let mut fixture_users = Vec::new();
-        for user in users["users"].as_array().into_iter().flatten() {
-            if let (Some(email), Some(password)) =
-                (user["email"].as_str(), user["password"].as_str())
-            {
-                fixture_users.push(FixtureUser {
-                    email: email.to_owned(),
-                    password: password.to_owned(),
-                    pool: user["pool"].as_str().map(str::to_owned),
-                });
-            }
-            let (Some(email), Some(usage)) = (user["email"].as_str(), user["usage"].as_str())
-            else {
+        let users: Vec<FixtureUser> = (file.users.into_iter())
+            .filter_map(UserEntry::into_user)
+            .collect();
+        for user in &users {
+            let (email, Some(usage)) = (&user.email, &user.usage) else {
                 continue;
             };
             let stem = Path::new(usage)
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or_default();
-            if let Ok(text) =
-                std::fs::read_to_string(dir.join("expected").join(format!("{stem}.yaml")))
-                && let Ok(truth) = serde_saphyr::from_str::<Value>(&text)
-            {
-                truths.insert(email.to_lowercase(), truth);
+            let truth = by_dataset.entry(stem.to_owned()).or_insert_with(|| {
+                let text =
+                    std::fs::read_to_string(dir.join("expected").join(format!("{stem}.yaml")));
+                let truth = text.ok()?;
+                serde_saphyr::from_str::<Value>(&truth).ok().map(Arc::new)
+            });
+            if let Some(truth) = truth {
+                truths.insert(email.to_lowercase(), truth.clone());
             }
         }
-        Self {
-            users: fixture_users,
-            truths,
-        }
+        Self { users, truths }
+    }
+
+    /// Every fixture user as (email, id): what no other user's frame may carry.
+    fn identities(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        (self.users.iter()).map(|u| (u.email.as_str(), u.id.as_deref()))
     }
 
     /// The scenario's users as (email, password): pools are the fixture users of that pool;
@@ -149,7 +193,7 @@ impl Fixtures {
         let pool = |name: &str| -> Result<Vec<(String, String)>, RunError> {
             let members: Vec<_> = (self.users.iter())
                 .filter(|u| u.pool.as_deref() == Some(name))
-                .map(|u| (u.email.clone(), u.password.clone()))
+                .filter_map(|u| Some((u.email.clone(), u.password.clone()?)))
                 .collect();
             if members.is_empty() {
                 Err(RunError::NoPoolMember {
@@ -169,7 +213,7 @@ impl Fixtures {
                     Some(password) => interpolate(password),
                     None => (self.users.iter())
                         .find(|u| u.email.eq_ignore_ascii_case(&email))
-                        .map(|u| u.password.clone())
+                        .and_then(|u| u.password.clone())
                         .ok_or_else(|| RunError::NoPassword {
                             email: email.clone(),
                         })?,
@@ -302,20 +346,16 @@ pub async fn run_scenario_at(
         Err(NotStarted::Skipped(reason)) => return ScenarioReport::skipped(file, reason),
         Err(NotStarted::Unrunnable(class, message)) => return unrunnable(file, class, message),
     };
-    let foreign = prepared.foreign_identities(options);
-    let sharded = options.shard.map(|_| {
-        (
-            prepared.local_vus(options),
-            prepared.vus_total(options),
-            prepared.profile().clone(),
-        )
-    });
+    let isolation = prepared.isolation().clone();
+    let sharded = options
+        .shard
+        .map(|_| (prepared.local_vus(options), prepared.vus_total(options)));
     let started = Instant::now();
     let cpu_before = crate::metrics::process_cpu_time();
     let outcomes = load::drive(prepared, options).await;
     let cut_short = outcomes.iter().filter(|o| o.cut_short).count() as u64;
     let mut outcomes: Vec<JourneyOutcome> = outcomes.into_iter().filter(|o| !o.cut_short).collect();
-    check_isolation_across(&mut outcomes, &foreign);
+    check_seen_runs(&mut outcomes, &isolation);
     let (mut metrics, mut failed) = tally(&outcomes);
     // Cost on the client side: this process's CPU (with `--target bundled` that includes the
     // backend, which runs in-process).
@@ -348,10 +388,10 @@ pub async fn run_scenario_at(
         slowest: (outcomes.iter().filter(|o| o.passed()))
             .max_by_key(|o| o.timings.total)
             .map(JourneyOutcome::timeline),
-        shard: sharded.map(|(vus, vus_total, profile)| ScenarioShard {
+        shard: sharded.map(|(vus, vus_total)| ScenarioShard {
             vus,
             vus_total,
-            ..ledger(&outcomes, &profile)
+            ..ledger(&outcomes)
         }),
     }
 }
@@ -382,33 +422,38 @@ pub(crate) fn count_classes(failed: &[FailedJourney]) -> BTreeMap<String, u64> {
     failures_by_class
 }
 
-/// Isolation across every user's transcripts: a frame meant for one journey seen by
-/// another fails the journey that saw it. `foreign` are the users of other shards (`--shard`):
-/// their emails and markers are known in advance, and no frame here may carry them.
-fn check_isolation_across(outcomes: &mut [JourneyOutcome], foreign: &[crate::verify::Identity]) {
-    let owners: Vec<usize> = outcomes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, o)| o.transcripts.iter().map(move |_| i))
-        .collect();
-    let nothing = crate::verify::Transcript::default();
-    let breaches = {
-        let pairs: Vec<_> = outcomes
-            .iter()
-            .flat_map(|o| o.transcripts.iter().map(move |t| (&o.identity, t)))
-            .chain(foreign.iter().map(|identity| (identity, &nothing)))
-            .collect();
-        check_isolation(&pairs)
-    };
-    for (journey, found) in owners.into_iter().zip(breaches) {
-        outcomes[journey].failures.extend(found);
+/// The runs of other journeys a journey's frames carried (its [`JourneyOutcome::seen`]):
+/// each journey's frames were checked when it ended, against the run ids known then; a run
+/// another journey announced only later is found here, so an event routed to the wrong user
+/// is a breach whenever its run's owner learnt of it.
+fn check_seen_runs(outcomes: &mut [JourneyOutcome], isolation: &crate::verify::Isolation) {
+    for outcome in outcomes {
+        let own = &outcome.identity.email;
+        let mut found = Vec::new();
+        for (id, frame) in &outcome.seen {
+            for owner in isolation.owners_of(id) {
+                let known = (outcome.failures.iter().chain(&found)).any(|f: &Failure| {
+                    f.class == FailureClass::IsolationBreach
+                        && f.frame == Some(*frame)
+                        && f.message.ends_with(&format!(" of {owner}"))
+                });
+                if !owner.eq_ignore_ascii_case(own) && !known {
+                    found.push(Failure::new(
+                        FailureClass::IsolationBreach,
+                        format!("frame received by {own} carries `{id}` of {owner}"),
+                        Some(*frame),
+                    ));
+                }
+            }
+        }
+        outcome.failures.extend(found);
     }
 }
 
 /// The run and thread ids each journey started, and those of other runs its frames carried:
 /// what the merge of a sharded run checks across shards (a leaked event carries only its
 /// run's ids, which no shard knows in advance).
-fn ledger(outcomes: &[JourneyOutcome], profile: &Profile) -> ScenarioShard {
+fn ledger(outcomes: &[JourneyOutcome]) -> ScenarioShard {
     let mut ledger = ScenarioShard::default();
     let mut failed = 0;
     for outcome in outcomes {
@@ -416,14 +461,7 @@ fn ledger(outcomes: &[JourneyOutcome], profile: &Profile) -> ScenarioShard {
         for id in &outcome.identity.runs {
             ledger.runs.insert(id.clone(), email.clone());
         }
-        let own = &outcome.identity.runs;
-        let mut ids: Vec<String> = (outcome.transcripts.iter())
-            .flat_map(|t| t.frames.iter())
-            .flat_map(|f| [profile.run_id(&f.value), profile.thread_id(&f.value)])
-            .flatten()
-            .filter(|id| !own.iter().any(|o| o == id))
-            .map(str::to_owned)
-            .collect();
+        let mut ids: Vec<String> = outcome.seen.iter().map(|(id, _)| id.clone()).collect();
         ids.sort();
         ids.dedup();
         let failed_index = (!outcome.passed()).then(|| {
@@ -450,16 +488,11 @@ fn tally(outcomes: &[JourneyOutcome]) -> (Metrics, Vec<FailedJourney>) {
         if outcome.passed() {
             continue;
         }
-        let frames: Vec<_> = (outcome.transcripts.iter())
-            .flat_map(|t| t.frames.iter())
-            .collect();
         failed.push(FailedJourney {
             email: outcome.identity.email.clone(),
             failures: outcome.failures.clone(),
-            last_frames: (frames.iter().rev().take(6).rev())
-                .map(|f| (f.at, f.value.clone()))
-                .collect(),
-            close: outcome.transcripts.last().and_then(|t| t.ending()),
+            last_frames: outcome.kept_frames.clone(),
+            close: outcome.close.clone(),
             timeline: outcome.timeline(),
         });
     }
@@ -594,6 +627,110 @@ mod tests {
             .collect();
         assert_eq!(classes, ["harness_error:worker_crashed"]);
         assert!(outcomes[1].failures[0].message.contains("b@x.test"));
+    }
+
+    /// A journey whose frame carried another journey's run before that journey announced
+    /// it: it passes when it ends (the run is not known yet), keeps that frame, and fails
+    /// at the scenario's end, once; a journey that saw it after the announcement fails
+    /// when it ends, and is not blamed twice.
+    #[test]
+    fn a_run_announced_after_the_journey_that_saw_it_ended_is_still_a_breach() {
+        use crate::verify::{Isolation, Transcript};
+        let profile = Profile::apex();
+        let isolation = Isolation::new([("mk1v0", "a@x.test"), ("mk1v1", "b@x.test")]);
+        let leaked = |outcome: &mut JourneyOutcome| {
+            let mut transcript = Transcript::default();
+            transcript.push(Duration::ZERO, serde_json::json!({ "type": "pong" }));
+            transcript.push(
+                Duration::from_millis(5),
+                serde_json::json!({ "type": "agent_thinking", "run_id": "run-b", "seq": 4 }),
+            );
+            outcome.transcripts.push(transcript);
+        };
+        let mut early = JourneyOutcome::new("a@x.test", "mk1v0.0");
+        leaked(&mut early);
+        early.settle(&profile, &isolation);
+        assert!(early.passed(), "{:?}", early.failures);
+        assert_eq!(early.seen, [("run-b".to_owned(), 1)]);
+        assert_eq!(early.kept_frames.len(), 1, "the frame that carried it");
+        assert!(early.transcripts[0].frames.is_empty());
+        // The owner announces its run (its `agent_started`), after `early` ended.
+        isolation.learn("run-b", "b@x.test");
+        let mut owner = JourneyOutcome::new("b@x.test", "mk1v1.0");
+        owner.identity.runs.push("run-b".into());
+        leaked(&mut owner);
+        owner.settle(&profile, &isolation);
+        let mut late = JourneyOutcome::new("a@x.test", "mk1v0.1");
+        leaked(&mut late);
+        late.settle(&profile, &isolation);
+        assert_eq!(late.failures.len(), 1, "{:?}", late.failures);
+        let mut outcomes = vec![early, owner, late];
+        check_seen_runs(&mut outcomes, &isolation);
+        for (journey, breaches) in [(0, 1), (1, 0), (2, 1)] {
+            let failures = &outcomes[journey].failures;
+            assert_eq!(failures.len(), breaches, "{journey}: {failures:?}");
+            for failure in failures {
+                assert_eq!(failure.class, FailureClass::IsolationBreach);
+                assert_eq!(failure.frame, Some(1));
+                assert_eq!(
+                    failure.message,
+                    "frame received by a@x.test carries `run-b` of b@x.test"
+                );
+            }
+        }
+        let (_, failed) = tally(&outcomes);
+        assert_eq!(failed.len(), 2);
+        assert_eq!(failed[0].last_frames[0].1["run_id"], "run-b");
+        assert_eq!(
+            failed[1].last_frames.len(),
+            2,
+            "a failed journey's last frames"
+        );
+    }
+
+    #[test]
+    fn fixture_users_share_their_datasets_truth_and_bring_their_ids() {
+        let dir = std::env::temp_dir().join(format!("apex-fixtures-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("expected")).unwrap();
+        std::fs::write(
+            dir.join("expected/a.yaml"),
+            "total_monthly_cost_usd: 12.5\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("users.yaml"),
+            "users:\n  - { id: u-1, email: One@x.test, password: p1, usage: usage/a.jsonl, pool: vu }\n  \
+             - { id: 2, email: two@x.test, password: p2, usage: usage/a.jsonl, pool: vu, name: Two }\n  \
+             - { email: three@x.test, usage: usage/none.jsonl }\n  - { id: u-4 }\n",
+        )
+        .unwrap();
+        let fixtures = Fixtures::load(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let ids: Vec<_> = fixtures.identities().collect();
+        assert_eq!(
+            ids,
+            [
+                ("One@x.test", Some("u-1")),
+                ("two@x.test", Some("2")),
+                ("three@x.test", None)
+            ]
+        );
+        // One copy of a dataset's truth for all its users; none for a dataset without one.
+        let (one, two) = (
+            &fixtures.truths["one@x.test"],
+            &fixtures.truths["two@x.test"],
+        );
+        assert!(Arc::ptr_eq(one, two));
+        assert_eq!(one["total_monthly_cost_usd"], 12.5);
+        assert!(!fixtures.truths.contains_key("three@x.test"));
+        let pool = fixtures.users_of(&[]).unwrap();
+        assert_eq!(
+            pool,
+            [
+                ("One@x.test".to_owned(), "p1".to_owned()),
+                ("two@x.test".to_owned(), "p2".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::metrics::Metrics;
-use crate::verify::{Failure, FailureClass, Identity, Transcript};
+use crate::verify::{Failure, FailureClass, Identity, Isolation, Transcript};
 
 /// How long each phase took.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,7 +42,20 @@ pub struct JourneyOutcome {
     /// The journey reused its virtual user's session instead of logging in
     /// (`load.login: once_per_vu`).
     pub session_reused: bool,
+    /// What a report needs of the frames once the journey is settled
+    /// ([`JourneyOutcome::settle`]), with their arrival times: a failed journey's last
+    /// frames; a passed one's frames of runs not its own, if any (should the scenario's end
+    /// find one of them another user's).
+    pub kept_frames: Vec<(Duration, Value)>,
+    /// How its last connection ended, once settled (`closed with 1000 "bye"`).
+    pub close: Option<String>,
+    /// Run and thread ids of runs not its own its frames carried, once settled, each with
+    /// the index of the first frame (in its connection's transcript) that did.
+    pub seen: Vec<(String, usize)>,
 }
+
+/// How many of a failed journey's last frames a report shows.
+const LAST_FRAMES: usize = 6;
 
 impl JourneyOutcome {
     /// A journey of `email` that has not started yet; `marker` is unique to it.
@@ -63,6 +76,72 @@ impl JourneyOutcome {
             content_checked: false,
             chats: true,
             session_reused: false,
+            kept_frames: Vec::new(),
+            close: None,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Judges the journey's frames against every other user's identities (`isolation`), then
+    /// keeps of them only what a report needs (see [`JourneyOutcome::kept_frames`],
+    /// [`JourneyOutcome::seen`]) and drops the rest: a settled journey holds a few hundred
+    /// bytes, not its whole transcript, so a long load run's memory does not grow with what
+    /// its journeys received. A journey cut short is not judged.
+    pub fn settle(&mut self, profile: &crate::profile::Profile, isolation: &Isolation) {
+        if !self.cut_short {
+            for transcript in &self.transcripts {
+                let found = isolation.check(&self.identity.email, transcript);
+                self.failures.extend(found);
+            }
+        }
+        let own = &self.identity.runs;
+        // (connection, frame) of the frames that first carried an id in `seen`.
+        let mut carrying: Vec<(usize, usize)> = Vec::new();
+        for (conn, transcript) in self.transcripts.iter().enumerate() {
+            for (index, frame) in transcript.frames.iter().enumerate() {
+                let ids = [
+                    profile.run_id(&frame.value),
+                    profile.thread_id(&frame.value),
+                ];
+                for id in ids.into_iter().flatten() {
+                    if !own.iter().any(|o| o == id) && !self.seen.iter().any(|(s, _)| s == id) {
+                        self.seen.push((id.to_owned(), index));
+                        if carrying.last() != Some(&(conn, index)) {
+                            carrying.push((conn, index));
+                        }
+                    }
+                }
+            }
+        }
+        let frames: Vec<_> = (self.transcripts.iter().enumerate())
+            .flat_map(|(conn, t)| {
+                t.frames
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, f)| ((conn, i), f))
+            })
+            .collect();
+        let keep = |frames: &[(_, &crate::verify::ReceivedFrame)]| {
+            (frames.iter())
+                .map(|(_, f)| (f.at, f.value.clone()))
+                .collect()
+        };
+        self.kept_frames = if self.passed() {
+            let carried: Vec<_> = (frames.iter())
+                .filter(|(at, _)| carrying.contains(at))
+                .copied()
+                .collect();
+            keep(&carried)
+        } else {
+            keep(&frames[frames.len().saturating_sub(LAST_FRAMES)..])
+        };
+        self.close = self.transcripts.last().and_then(Transcript::ending);
+        for transcript in &mut self.transcripts {
+            transcript.frames = Vec::new();
+        }
+        // Of the answer, the metrics read only its cost (`usage`).
+        if let Some(answer) = &mut self.answer {
+            *answer = serde_json::json!({ "usage": answer["usage"].take() });
         }
     }
 

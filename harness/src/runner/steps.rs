@@ -76,6 +76,9 @@ pub struct JourneyContext<'a> {
     pub faults: Option<&'a crate::fault::ScenarioFaults>,
     /// The run's `--max-duration` and `--fail-fast`.
     pub cutoff: &'a Cutoff,
+    /// The run's isolation check: the user and run ids a journey learns are added to it as
+    /// they are learnt, so other journeys' frames are checked against them.
+    pub isolation: Option<&'a crate::verify::Isolation>,
 }
 
 /// A virtual user's session, kept across its journeys when the scenario logs in once per
@@ -437,7 +440,7 @@ pub async fn run_journey_with(
             break;
         }
     }
-    journey.disconnect().await;
+    Box::pin(journey.disconnect()).await;
     journey.outcome.content_checked = steps.iter().any(|s| matches!(s, Step::ExpectResponse(_)));
     journey.outcome.chats =
         (steps.iter()).any(|s| matches!(s, Step::Send(s) if s.content.is_some()));
@@ -479,25 +482,28 @@ impl Journey<'_> {
         fail(FailureClass::Timeout, format!("{cut}{waiting}"))
     }
 
+    /// Runs one step. Each step's future is boxed, for as long as the step runs: a virtual
+    /// user's task is then as large as its journey's state, not as the largest step's (the
+    /// HTTP login and the WebSocket upgrade made an idle connected user's task ~15 KiB).
     async fn step(&mut self, step: &Step) -> Result<(), Failure> {
         self.waiting_for = None;
         match step {
-            Step::Login(s) => self.login(s).await,
-            Step::Connect(s) => self.connect(s).await,
-            Step::Send(s) => self.send(s).await,
-            Step::Expect(s) => self.expect(s).await,
+            Step::Login(s) => Box::pin(self.login(s)).await,
+            Step::Connect(s) => Box::pin(self.connect(s)).await,
+            Step::Send(s) => Box::pin(self.send(s)).await,
+            Step::Expect(s) => Box::pin(self.expect(s)).await,
             Step::ExpectResponse(s) => self.expect_response(s),
             Step::Disconnect(_) => {
-                self.disconnect().await;
+                Box::pin(self.disconnect()).await;
                 Ok(())
             }
-            Step::Resume(s) => self.resume(s).await,
+            Step::Resume(s) => Box::pin(self.resume(s)).await,
             Step::Wait(d) => {
-                tokio::time::sleep(*d).await;
+                Box::pin(tokio::time::sleep(*d)).await;
                 Ok(())
             }
-            Step::Http(s) => self.http(s).await,
-            Step::ExpectClose(s) => self.expect_close(s).await,
+            Step::Http(s) => Box::pin(self.http(s)).await,
+            Step::ExpectClose(s) => Box::pin(self.expect_close(s)).await,
             Step::Fault(s) => self
                 .ctx
                 .faults
@@ -518,8 +524,9 @@ impl Journey<'_> {
         // the login itself.
         let keepable = step.password.is_none() && step.expect_status.is_none();
         if keepable && let Some(session) = self.vu_session.as_deref().and_then(VuSession::fresh) {
-            self.outcome.identity.user_id = session.user_id.clone();
-            self.session = Some(session.clone());
+            let session = session.clone();
+            self.learn_user_id(session.user_id.clone());
+            self.session = Some(session);
             self.outcome.session_reused = true;
             return Ok(());
         }
@@ -549,7 +556,7 @@ impl Journey<'_> {
                     // clock starts after its login (login_duration still has the login).
                     self.started = Instant::now();
                 }
-                self.outcome.identity.user_id = session.user_id.clone();
+                self.learn_user_id(session.user_id.clone());
                 self.session = Some(session);
                 Ok(())
             }
@@ -925,7 +932,9 @@ impl Journey<'_> {
                 .flatten()
                 .map(str::to_owned)
                 .collect();
-            self.outcome.identity.runs.extend(ids.iter().cloned());
+            for new in &ids {
+                self.learn_run(new);
+            }
             self.run = Some(RunFamily { ids, depth: 1 });
             return Place::Mine;
         };
@@ -936,6 +945,9 @@ impl Journey<'_> {
                     if !run.ids.iter().any(|i| i == new) {
                         run.ids.push(new.to_owned());
                         self.outcome.identity.runs.push(new.to_owned());
+                        if let Some(isolation) = self.ctx.isolation {
+                            isolation.learn(new, &self.outcome.identity.email);
+                        }
                     }
                 }
                 run.depth += 1;
@@ -952,6 +964,23 @@ impl Journey<'_> {
             }
             _ => Place::Mine,
         }
+    }
+
+    /// The user id a login answered with: the journey's, and no other user's frames may
+    /// carry it.
+    fn learn_user_id(&mut self, id: Option<String>) {
+        if let (Some(isolation), Some(id)) = (self.ctx.isolation, &id) {
+            isolation.learn(id, &self.outcome.identity.email);
+        }
+        self.outcome.identity.user_id = id;
+    }
+
+    /// A run or thread id of this journey's run: no other user's frames may carry it.
+    fn learn_run(&mut self, id: &str) {
+        if let Some(isolation) = self.ctx.isolation {
+            isolation.learn(id, &self.outcome.identity.email);
+        }
+        self.outcome.identity.runs.push(id.to_owned());
     }
 
     fn is_my_run(&self, frame: &Value) -> bool {

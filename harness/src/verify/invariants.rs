@@ -450,7 +450,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn needles(&self) -> impl Iterator<Item = &str> {
+    pub(super) fn needles(&self) -> impl Iterator<Item = &str> {
         self.user_id
             .iter()
             .map(String::as_str)
@@ -460,85 +460,6 @@ impl Identity {
     }
 }
 
-/// Checks every user's transcripts for other users' identities and markers.
-///
-/// One automaton over every identity's needles and one pass over each frame's text, so a run
-/// of thousands of journeys stays linear in what was received.
-///
-/// Returns, per input transcript (same order), the breaches found in it.
-pub fn check_isolation(transcripts: &[(&Identity, &Transcript)]) -> Vec<Vec<Failure>> {
-    let mut needles: Vec<&str> = Vec::new();
-    let mut owners: Vec<&str> = Vec::new();
-    let mut known: HashSet<(&str, &str)> = HashSet::new();
-    for (identity, _) in transcripts {
-        for needle in identity.needles() {
-            if known.insert((needle, identity.email.as_str())) {
-                needles.push(needle);
-                owners.push(identity.email.as_str());
-            }
-        }
-    }
-    match aho_corasick::AhoCorasick::new(&needles) {
-        Ok(automaton) => scan(transcripts, &automaton, &needles, &owners),
-        Err(e) => unchecked(transcripts.len(), &e.to_string()),
-    }
-}
-
-/// Whether `text[start..end]` stands on its own: not part of a longer id (`run-2` inside
-/// `run-21`, `a@x.test` inside `ba@x.test`), which would be another user's, or nobody's.
-fn whole_token(text: &str, start: usize, end: usize) -> bool {
-    let id_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    !text[..start].chars().next_back().is_some_and(id_char)
-        && !text[end..].chars().next().is_some_and(id_char)
-}
-
-/// The isolation check could not run: every transcript fails with the reason, so a run is
-/// never declared isolated without having been checked.
-fn unchecked(transcripts: usize, why: &str) -> Vec<Vec<Failure>> {
-    let failure = Failure::new(
-        FailureClass::Harness("isolation_check".into()),
-        format!("the isolation check could not run: {why}"),
-        None,
-    );
-    vec![vec![failure]; transcripts]
-}
-
-fn scan(
-    transcripts: &[(&Identity, &Transcript)],
-    automaton: &aho_corasick::AhoCorasick,
-    needles: &[&str],
-    owners: &[&str],
-) -> Vec<Vec<Failure>> {
-    transcripts
-        .iter()
-        .map(|(own, transcript)| {
-            let mut failures = Vec::new();
-            for (index, frame) in transcript.frames.iter().enumerate() {
-                let text = frame.value.to_string();
-                let mut reported: HashSet<&str> = HashSet::new();
-                for found in automaton.find_overlapping_iter(&text) {
-                    if !whole_token(&text, found.start(), found.end()) {
-                        continue;
-                    }
-                    let owner = owners[found.pattern().as_usize()];
-                    if owner != own.email && reported.insert(owner) {
-                        failures.push(Failure::new(
-                            FailureClass::IsolationBreach,
-                            format!(
-                                "frame received by {} carries `{}` of {owner}",
-                                own.email,
-                                needles[found.pattern().as_usize()]
-                            ),
-                            Some(index),
-                        ));
-                    }
-                }
-            }
-            failures
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -546,6 +467,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::verify::isolation::{check_isolation, unchecked};
 
     const RUN: [(&str, &str); 11] = [
         ("agent_started", ""),

@@ -2,13 +2,15 @@
 //! journey is held to, and the failure classes a report names.
 
 mod invariants;
+mod isolation;
 
 use std::fmt;
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub use invariants::{Identity, check_connection, check_isolation};
+pub use invariants::{Identity, check_connection};
+pub use isolation::{Isolation, check_isolation};
 
 /// What went wrong, by class, as reports and thresholds count it (docs/failure-modes.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -335,3 +335,68 @@ fn merge_refuses_reports_of_different_runs() {
     assert!(err.contains("shard(s) 2 of 2 missing"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `demo-identity` collapses every connection into the first fixture user (alice), whose
+/// virtual user runs on shard 1. Shard 2 runs bob alone: the only trace of the leak on its
+/// connections is alice's user id in `connection_established`, which it knows in advance
+/// from the fixtures. Against the healthy backend the same shard passes: the fixture users'
+/// ids as needles raise no false alarm.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_shards_user_id_alone_is_caught() {
+    const ALICE_ID: &str = "7b0c6a0e-4c1f-4f6e-9a51-0a11ce000001";
+    for mode in [Some(Sabotage::DemoIdentity), None] {
+        let (_, backend) = start_backend_with(|c| {
+            c.sabotage = mode;
+            c.allow_sabotage = mode.is_some();
+        })
+        .await;
+        let dir = folder(&format!("id-{mode:?}"));
+        let path = dir.join("pair.yaml");
+        std::fs::write(
+            &path,
+            "name: pair\nusers: [{ email: alice@apex.test }, { email: bob@apex.test }]\n\
+             load: { vus: 2, iterations: 1 }\nsteps:\n  - login: {}\n  \
+             - connect: { transport: header }\n  - send: { content: \"Where am I wasting money?\" }\n  \
+             - expect: { events: [agent_started, agent_thinking, tool_executing, tool_completed, \
+             agent_thinking, tool_executing, tool_completed, agent_thinking, tool_executing, \
+             tool_completed, agent_completed] }\n  - disconnect: {}\n",
+        )
+        .unwrap();
+        let json = dir.join("shard-2.json");
+        let args: Vec<String> = [
+            "run",
+            &path.display().to_string(),
+            "--target",
+            &backend.base_url(),
+            "--seed",
+            "3",
+            "--shard",
+            "2/2",
+            "--json",
+            &json.display().to_string(),
+        ]
+        .map(str::to_owned)
+        .into();
+        let code = tokio::task::spawn_blocking(move || harness(&args).wait().unwrap().code())
+            .await
+            .unwrap();
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let scenario = &report["scenarios"][0];
+        assert_eq!(scenario["shard"]["vus"], json!([1]), "{report:#}");
+        if mode.is_none() {
+            assert_eq!(code, Some(0), "{report:#}");
+            continue;
+        }
+        assert_eq!(code, Some(1), "{report:#}");
+        assert!(
+            scenario["failures_by_class"]["isolation_breach"].as_u64() >= Some(1),
+            "{report:#}"
+        );
+        let text = scenario["failed"].to_string();
+        assert!(
+            text.contains(&format!("carries `{ALICE_ID}` of alice@apex.test")),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

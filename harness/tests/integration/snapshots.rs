@@ -149,6 +149,7 @@ async fn golden_scenario_transcripts() {
             truth: Some(&truth),
             faults: None,
             cutoff: &Default::default(),
+            isolation: None,
         };
         let outcome = run_journey(&ctx, &file.scenario.steps, &email, &password, "snap-1").await;
         assert!(

@@ -217,6 +217,7 @@ async fn a_fault_step_that_cannot_run_is_a_harness_error() {
         truth: None,
         faults: None,
         cutoff: &Default::default(),
+        isolation: None,
     };
     let outcome =
         apex_harness::runner::run_journey(&ctx, &file.scenario.steps, "qa@x.test", "pw", "mk")
