@@ -23,7 +23,7 @@ const EVENT_TYPES: &[&str] = &[
 ];
 
 #[derive(Default)]
-struct RunState {
+struct RunState<'t> {
     /// Open `agent_started`s (nested agents count up).
     depth: u32,
     completed: bool,
@@ -33,17 +33,18 @@ struct RunState {
     joined: bool,
     /// Its events that have a `seq`, as received (type, tool name): what a `resync` rolls the
     /// run back to.
-    held: Vec<Held>,
+    held: Vec<Held<'t>>,
 }
 
-/// One event of a run, as much of it as the run's structure and a `resync` need.
-#[derive(Debug, Clone, PartialEq)]
-struct Held {
+/// One event of a run, as much of it as the run's structure and a `resync` need, borrowed
+/// from the transcript.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Held<'t> {
     seq: u64,
-    kind: String,
-    tool: String,
+    kind: &'t str,
+    tool: &'t str,
     /// `agent_name`: with the type and tool, what tells a run's events apart.
-    agent: String,
+    agent: &'t str,
 }
 
 fn is_redelivery(frame: &Value) -> bool {
@@ -61,7 +62,7 @@ fn identity_of(frame: &Value) -> String {
 }
 
 /// Checks one connection's transcript against the profile's invariants.
-pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failure> {
+pub fn check_connection<'a>(profile: &'a Profile, transcript: &'a Transcript) -> Vec<Failure> {
     let mut check = Check::new(profile, transcript);
     for (index, frame) in transcript.frames.iter().enumerate() {
         let value = &frame.value;
@@ -89,28 +90,28 @@ pub fn check_connection(profile: &Profile, transcript: &Transcript) -> Vec<Failu
 }
 
 /// What [`check_connection`] has seen so far of one connection, and what it found.
-struct Check<'p> {
-    profile: &'p Profile,
+struct Check<'a> {
+    profile: &'a Profile,
     failures: Vec<Failure>,
     /// The highest `seq` so far (or where the stream stood when the connection opened).
     last_seq: Option<u64>,
     seen_seqs: HashSet<u64>,
     /// Events without a `seq`, by identity, to tell a duplicate.
     seen_frames: HashSet<String>,
-    runs: HashMap<String, RunState>,
+    runs: HashMap<String, RunState<'a>>,
     /// Events a `resync` voided, by run, that have not arrived again yet (with the resync's
     /// `from_seq`); each left at the end is missing.
-    owed: Vec<(String, Held, u64)>,
+    owed: Vec<(String, Held<'a>, u64)>,
     /// The `seq` of the frame each of `failures` was found at (`None`: not at an event with
     /// a `seq`): a later `resync` from below that `seq` voids the frame, and what was found
     /// at it.
     failure_seqs: Vec<Option<u64>>,
 }
 
-impl<'p> Check<'p> {
+impl<'a> Check<'a> {
     /// Starts with how the connection ended (a close 1011 fails it whatever it received) and
     /// where the stream stood when it opened: the first event must follow that.
-    fn new(profile: &'p Profile, transcript: &Transcript) -> Self {
+    fn new(profile: &'a Profile, transcript: &Transcript) -> Self {
         let mut failures = Vec::new();
         if transcript.close_code == Some(1011) {
             failures.push(Failure::new(
@@ -215,7 +216,13 @@ impl<'p> Check<'p> {
 
     /// Run structure: an event belongs to a run that has not completed, `agent_started`
     /// opens it (once, unless agents nest), the other events go on in it.
-    fn run_structure(&mut self, kind: &str, value: &Value, seq: Option<u64>, at: Option<usize>) {
+    fn run_structure(
+        &mut self,
+        kind: &'a str,
+        value: &'a Value,
+        seq: Option<u64>,
+        at: Option<usize>,
+    ) {
         let profile = self.profile;
         let Some(run_id) = profile.run_id(value) else {
             if profile.require_seq {
@@ -228,14 +235,13 @@ impl<'p> Check<'p> {
             return;
         };
         let run = self.runs.entry(run_id.to_owned()).or_default();
+        let tool = profile.tool_name(value).unwrap_or_default();
         if let Some(seq) = seq {
             let held = Held {
                 seq,
-                kind: kind.to_owned(),
-                tool: profile.tool_name(value).unwrap_or_default().to_owned(),
-                agent: (value.get("agent_name").and_then(Value::as_str))
-                    .unwrap_or_default()
-                    .to_owned(),
+                kind,
+                tool,
+                agent: (value.get("agent_name").and_then(Value::as_str)).unwrap_or_default(),
             };
             if let Some(owed) = (self.owed.iter())
                 .position(|(run, voided, _)| run == run_id && voided.same_event(&held))
@@ -244,7 +250,6 @@ impl<'p> Check<'p> {
             }
             run.held.push(held);
         }
-        let tool = profile.tool_name(value).unwrap_or_default();
         run.take(kind, tool, run_id, profile, at, &mut self.failures);
     }
 
@@ -312,7 +317,7 @@ impl<'p> Check<'p> {
     fn finish(mut self) -> Vec<Failure> {
         for (run_id, voided, from_seq) in std::mem::take(&mut self.owed) {
             self.fail(
-                FailureClass::MissingEvent(voided.kind.clone()),
+                FailureClass::MissingEvent(voided.kind.to_owned()),
                 format!(
                     "`{}` of run {run_id} (seq {}) was voided by a `resync` from seq {from_seq} \
                      and never sent again",
@@ -325,17 +330,17 @@ impl<'p> Check<'p> {
     }
 }
 
-impl Held {
+impl Held<'_> {
     /// The same event of a run, whatever its `seq`.
     fn same_event(&self, other: &Held) -> bool {
         self.kind == other.kind && self.tool == other.tool && self.agent == other.agent
     }
 }
 
-impl RunState {
+impl<'t> RunState<'t> {
     /// The state of a run after `held`, its events up to a `resync`'s `from_seq`, in the
     /// order received (they were checked when they arrived; nothing is reported again).
-    fn rebuilt(held: Vec<Held>, run_id: &str, profile: &Profile) -> Self {
+    fn rebuilt(held: Vec<Held<'t>>, run_id: &str, profile: &Profile) -> Self {
         let mut run = Self::default();
         let mut already_reported = Vec::new();
         for event in held {
