@@ -23,6 +23,10 @@ struct UserStream {
     /// Retained events, each with whether it was handed to this instance's connections.
     retained: BTreeMap<u64, (Arc<Event>, bool)>,
     fanout: broadcast::Sender<Delivery>,
+    /// The `from_seq` of every resync of this stream, in order; its length is the stream's
+    /// resync generation. A connection that lagged behind the fan-out channel reads here the
+    /// resyncs it may have missed.
+    resyncs: Vec<u64>,
 }
 
 impl UserStream {
@@ -31,6 +35,7 @@ impl UserStream {
             head: 0,
             retained: BTreeMap::new(),
             fanout: broadcast::channel(FANOUT_CAPACITY).0,
+            resyncs: Vec::new(),
         }
     }
 }
@@ -70,14 +75,41 @@ impl LocalStreams {
         event
     }
 
-    /// Forgets every event after `from_seq` (they were renumbered elsewhere) and tells this
-    /// instance's connections of the user to fetch the stream after it again.
-    pub fn resync(&self, user_id: Uuid, from_seq: u64) {
+    /// Forgets every event after `from_seq` (they were renumbered elsewhere): the events
+    /// numbered here after it are void from now on ([`LocalStreams::send`] drops them).
+    pub fn forget_after(&self, user_id: Uuid, from_seq: u64) {
         let mut streams = self.streams();
         let stream = streams.entry(user_id).or_insert_with(UserStream::new);
         stream.retained.retain(|seq, _| *seq <= from_seq);
         stream.head = from_seq;
-        let _ = stream.fanout.send(Delivery::Resync { from_seq });
+    }
+
+    /// Tells this instance's connections of the user to fetch the stream after `from_seq`
+    /// again (after [`LocalStreams::forget_after`]).
+    pub fn resync(&self, user_id: Uuid, from_seq: u64) {
+        let mut streams = self.streams();
+        let stream = streams.entry(user_id).or_insert_with(UserStream::new);
+        stream.resyncs.push(from_seq);
+        let generation = stream.resyncs.len() as u64;
+        let _ = stream.fanout.send(Delivery::Resync {
+            from_seq,
+            generation,
+        });
+    }
+
+    /// The user's resync generation, and the lowest `from_seq` of the resyncs after
+    /// generation `seen` (none if there was none since; `u64::MAX` asks for the generation
+    /// only).
+    pub fn resyncs_since(&self, user_id: Uuid, seen: u64) -> (u64, Option<u64>) {
+        let streams = self.streams();
+        let Some(stream) = streams.get(&user_id) else {
+            return (0, None);
+        };
+        let generation = stream.resyncs.len() as u64;
+        let missed = usize::try_from(seen).map_or(&[][..], |seen| {
+            stream.resyncs.get(seen..).unwrap_or_default()
+        });
+        (generation, missed.iter().copied().min())
     }
 
     fn retain_in(&self, stream: &mut UserStream, event: Arc<Event>) {
@@ -102,19 +134,28 @@ impl LocalStreams {
 
     /// Hands an event to this instance's connections of the user, once: an event that
     /// reached this instance by two paths (its own publish and a resync) is sent one time.
-    pub fn send(&self, user_id: Uuid, event: &Arc<Event>) {
+    /// False when the event is void: numbered here while cut off from Redis and renumbered
+    /// since (a resync forgot its `seq`, or another event holds it now); it is not sent.
+    pub fn send(&self, user_id: Uuid, event: &Arc<Event>) -> bool {
         let mut streams = self.streams();
         let Some(stream) = streams.get_mut(&user_id) else {
-            return;
+            return true;
         };
-        if let Some((_, sent)) = stream.retained.get_mut(&event.seq) {
-            if *sent {
-                return;
+        match stream.retained.get_mut(&event.seq) {
+            Some((held, _)) if !Arc::ptr_eq(held, event) && **held != **event => return false,
+            Some((_, sent)) => {
+                if *sent {
+                    return true;
+                }
+                *sent = true;
             }
-            *sent = true;
+            // Not retained: dropped by retention, or forgotten by a resync.
+            None if event.seq > stream.head => return false,
+            None => {}
         }
         // No receivers is fine: the event is retained for replay.
         let _ = stream.fanout.send(Delivery::Event(event.clone()));
+        true
     }
 
     pub fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Delivery> {
@@ -177,6 +218,7 @@ impl LocalStreams {
                 .map(|(_, (e, _))| e.clone())
                 .collect(),
             truncated_from,
+            partial: false,
         }
     }
 }
@@ -202,5 +244,84 @@ impl LocalTickets {
             .remove(ticket)
             .filter(|(_, expires)| *expires > Instant::now())
             .map(|(user, _)| user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::EventType;
+
+    fn draft(step: u64) -> EventDraft {
+        EventDraft {
+            kind: EventType::AgentThinking,
+            run_id: Uuid::nil(),
+            thread_id: Uuid::nil(),
+            agent_name: "supervisor".into(),
+            payload: serde_json::json!({ "step": step }),
+        }
+    }
+
+    fn delivered(rx: &mut broadcast::Receiver<Delivery>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|d| match d {
+                Delivery::Event(e) => format!("event {}", e.seq),
+                Delivery::Resync {
+                    from_seq,
+                    generation,
+                } => format!("resync {from_seq} #{generation}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resync_lost_to_a_lag_is_still_found_by_its_generation() {
+        let streams = LocalStreams::new(1000);
+        let user = Uuid::new_v4();
+        let mut rx = streams.subscribe(user);
+        let (seen, missed) = streams.resyncs_since(user, u64::MAX);
+        assert_eq!((seen, missed), (0, None));
+        streams.resync(user, 7);
+        // More than the channel holds after it: the receiver lags and loses the resync.
+        for step in 0..FANOUT_CAPACITY as u64 + 1 {
+            let event = streams.append(user, draft(step));
+            streams.send(user, &event);
+        }
+        assert!(matches!(
+            rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+        assert!(!delivered(&mut rx).iter().any(|d| d.starts_with("resync")));
+        assert_eq!(streams.resyncs_since(user, seen), (1, Some(7)));
+        streams.resync(user, 3);
+        streams.resync(user, 5);
+        assert_eq!(streams.resyncs_since(user, seen), (3, Some(3)));
+        assert_eq!(streams.resyncs_since(user, 2), (3, Some(5)));
+        assert_eq!(streams.resyncs_since(user, 3), (3, None));
+        assert_eq!(delivered(&mut rx), ["resync 3 #2", "resync 5 #3"]);
+    }
+
+    #[test]
+    fn an_event_forgotten_by_a_resync_is_not_sent_under_its_old_seq() {
+        let streams = LocalStreams::new(1000);
+        let user = Uuid::new_v4();
+        let mut rx = streams.subscribe(user);
+        let kept = streams.append(user, draft(1));
+        let void = streams.append(user, draft(2));
+        streams.forget_after(user, 1);
+        assert!(streams.send(user, &kept));
+        // Its seq forgotten: void.
+        assert!(!streams.send(user, &void));
+        // Its seq taken by another event (the stream after the resync): void too.
+        let other = Arc::new(Event::new(draft(3), 2));
+        assert!(streams.insert(user, other.clone()));
+        assert!(!streams.send(user, &void));
+        assert!(streams.send(user, &other));
+        assert_eq!(delivered(&mut rx), ["event 1", "event 2"]);
+        // Dropped by retention (not forgotten): still sent, replay says what was lost.
+        let small = LocalStreams::new(1);
+        let old = small.append(user, draft(1));
+        small.append(user, draft(2));
+        assert!(small.send(user, &old));
     }
 }

@@ -54,6 +54,10 @@ impl EventBus for MemBus {
         self.streams.forget_if_idle(user_id);
     }
 
+    fn resyncs_since(&self, user_id: Uuid, seen: u64) -> (u64, Option<u64>) {
+        self.streams.resyncs_since(user_id, seen)
+    }
+
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
         Ok(self.streams.head(user_id))
     }

@@ -40,8 +40,9 @@ pub enum Delivery {
     /// The events after `from_seq` were renumbered: this instance numbered them while cut off
     /// from Redis and another instance numbered others in the meantime. What a connection
     /// sent after `from_seq` is void; the stream after it is fetched again (`resync` frame,
-    /// docs/protocol.md).
-    Resync { from_seq: u64 },
+    /// docs/protocol.md). `generation` counts the stream's resyncs: a connection that lagged
+    /// behind the channel, and may have missed one, asks [`EventBus::resyncs_since`].
+    Resync { from_seq: u64, generation: u64 },
 }
 
 /// What [`EventBus::replay`] found after a given `seq`.
@@ -52,6 +53,10 @@ pub struct Replay {
     /// Set when events after the requested `seq` were already dropped by retention: the
     /// oldest `seq` still retained.
     pub truncated_from: Option<u64>,
+    /// Read from an in-process mirror that may lack events another instance numbered (the
+    /// Redis bus while degraded): a `seq` missing in it is unknown, not lost, so delivery
+    /// stops there rather than skip it.
+    pub partial: bool,
 }
 
 /// The per-user event streams.
@@ -80,6 +85,10 @@ pub trait EventBus: Send + Sync + 'static {
     /// A receiver of the user's was dropped: the user's in-process stream is freed if nothing
     /// holds it any more (no receiver, no event ever numbered).
     fn unsubscribed(&self, _user_id: Uuid) {}
+    /// The user's resync generation (how many [`Delivery::Resync`] its stream had), and the
+    /// lowest `from_seq` of those after generation `seen`, if any (`u64::MAX`: the generation
+    /// only). No default: a wrapper that forgot to forward it would hide every resync.
+    fn resyncs_since(&self, user_id: Uuid, seen: u64) -> (u64, Option<u64>);
     /// The last `seq` given out on the user's stream (0 if none).
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError>;
     /// Retained events with `seq > after_seq`, in order.

@@ -223,6 +223,7 @@ impl Shared {
         Ok(Replay {
             events,
             truncated_from,
+            partial: false,
         })
     }
 
@@ -320,17 +321,19 @@ impl Shared {
         }
     }
 
-    /// Tells this instance's connections of each renumbered user to fetch the stream again.
-    fn resync_renumbered(&self) {
+    /// Forgets, in the local mirror, the events of each renumbered user after the `seq` it
+    /// resyncs from; the users and those `seq`s, for the resync.
+    fn forget_renumbered(&self) -> Vec<(Uuid, u64)> {
         let resyncs: Vec<(Uuid, u64)> = self
             .resyncs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain()
             .collect();
-        for (user_id, from_seq) in resyncs {
-            self.local.resync(user_id, from_seq);
+        for (user_id, from_seq) in &resyncs {
+            self.local.forget_after(*user_id, *from_seq);
         }
+        resyncs
     }
 
     /// Publishes queued envelopes in order, pipelining whatever has accumulated, so a run's
@@ -377,8 +380,15 @@ impl Shared {
             }
             let numbering = self.numbering.write().await;
             if self.write_back().await {
-                self.resync_renumbered();
+                // The void events are forgotten before leaving degraded mode, so none of them
+                // is published under its old `seq` (`fan_out`); the connections are told only
+                // after it, so they fetch the stream again from Redis, not from the mirror
+                // just emptied. Appends wait on `numbering` until all is done.
+                let resyncs = self.forget_renumbered();
                 self.degraded.store(false, Ordering::SeqCst);
+                for (user_id, from_seq) in resyncs {
+                    self.local.resync(user_id, from_seq);
+                }
                 drop(numbering);
                 tracing::info!("redis answers again: event bus recovered");
                 self.resync_local().await;
@@ -580,8 +590,9 @@ impl EventBus for RedisBus {
 
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {
         let shared = &self.0;
-        shared.local.send(user_id, event);
-        if !shared.is_degraded() {
+        // A void event (numbered while cut off, renumbered since) goes nowhere: the
+        // write-back published it under its new `seq`, and the resync delivers it here.
+        if shared.local.send(user_id, event) && !shared.is_degraded() {
             shared.publish(user_id, event);
         }
         Ok(())
@@ -593,6 +604,10 @@ impl EventBus for RedisBus {
 
     fn unsubscribed(&self, user_id: Uuid) {
         self.0.local.forget_if_idle(user_id);
+    }
+
+    fn resyncs_since(&self, user_id: Uuid, seen: u64) -> (u64, Option<u64>) {
+        self.0.local.resyncs_since(user_id, seen)
     }
 
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
@@ -616,7 +631,10 @@ impl EventBus for RedisBus {
         {
             return Ok(replay);
         }
-        Ok(shared.local.replay(user_id, after_seq))
+        Ok(Replay {
+            partial: true,
+            ..shared.local.replay(user_id, after_seq)
+        })
     }
 
     async fn issue_ticket(

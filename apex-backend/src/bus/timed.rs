@@ -62,6 +62,10 @@ impl EventBus for TimedBus {
         self.inner.unsubscribed(user_id);
     }
 
+    fn resyncs_since(&self, user_id: Uuid, seen: u64) -> (u64, Option<u64>) {
+        self.inner.resyncs_since(user_id, seen)
+    }
+
     async fn head_seq(&self, user_id: Uuid) -> Result<u64, BusError> {
         self.durations
             .time("head_seq", self.inner.head_seq(user_id))

@@ -20,7 +20,7 @@ use crate::protocol::{
     parse_client_frame,
 };
 
-use crate::bus::Delivery;
+use crate::bus::{Delivery, Replay};
 use crate::protocol::EventType;
 use crate::sabotage::Sabotage;
 use crate::state::AppState;
@@ -85,6 +85,8 @@ struct Connection {
     limiter: RateLimiter,
     /// Added to every `seq` written (only under `skip-seq` sabotage).
     seq_offset: u64,
+    /// The user's resync generation this connection has followed (docs/protocol.md, `resync`).
+    resyncs_seen: u64,
 }
 
 pub async fn serve(socket: WebSocket, state: AppState, user: UserRecord, last_seq: Option<u64>) {
@@ -111,6 +113,8 @@ async fn serve_connection(
         .await;
     // Subscribe before reading the head, so no event falls between the two.
     let mut live = state.bus.subscribe(user.id);
+    // Resyncs before this point void nothing sent here.
+    let (resyncs_seen, _) = state.bus.resyncs_since(user.id, u64::MAX);
     let limiter = RateLimiter::new(state.config.rate_limit_per_sec);
     let mut conn = Connection {
         socket,
@@ -122,6 +126,7 @@ async fn serve_connection(
         pending: BTreeMap::new(),
         limiter,
         seq_offset: 0,
+        resyncs_seen,
     };
     // 1006: the socket went away without a close frame.
     let code = conn
@@ -227,9 +232,16 @@ impl Connection {
                 },
                 received = live.recv(), if self.armed => match received {
                     Ok(Delivery::Event(event)) => self.deliver(event).await?,
-                    Ok(Delivery::Resync { from_seq }) => self.resync(from_seq).await?,
+                    Ok(Delivery::Resync { generation, .. }) => {
+                        if generation > self.resyncs_seen {
+                            self.follow_resyncs().await?;
+                        }
+                    }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "connection lagged; catching up from the bus");
+                        // A resync may have been among the deliveries missed: follow it
+                        // first, or the cursor would continue over the void numbering.
+                        self.follow_resyncs().await?;
                         self.catch_up(u64::MAX).await?;
                     }
                     Err(RecvError::Closed) => {
@@ -395,6 +407,20 @@ impl Connection {
         Ok(())
     }
 
+    /// Follows the user's resyncs since the last one followed here, from the lowest
+    /// `from_seq` among them.
+    async fn follow_resyncs(&mut self) -> Result<(), Closed> {
+        let (generation, from_seq) = self
+            .state
+            .bus
+            .resyncs_since(self.user.id, self.resyncs_seen);
+        self.resyncs_seen = generation;
+        match from_seq {
+            Some(from_seq) => self.resync(from_seq).await,
+            None => Ok(()),
+        }
+    }
+
     /// The stream after `from_seq` was renumbered (docs/failure-modes.md, two instances
     /// through a Redis outage). If this connection sent anything after it, the client is told
     /// with a `resync` frame that those events are void, and everything after `from_seq` is
@@ -422,7 +448,7 @@ impl Connection {
 
     /// The retained events after `after`, telling the client (error frames) when the bus
     /// failed or retention already dropped some; `None` when the bus failed.
-    async fn replay_after(&mut self, after: u64) -> Result<Option<Vec<Arc<Event>>>, Closed> {
+    async fn replay_after(&mut self, after: u64) -> Result<Option<Replay>, Closed> {
         let replay = match self.state.bus.replay(self.user.id, after).await {
             Ok(replay) => replay,
             Err(e) => {
@@ -445,15 +471,21 @@ impl Connection {
             )
             .await?;
         }
-        Ok(Some(replay.events))
+        Ok(Some(replay))
     }
 
     /// First-sends the retained events after the cursor, up to `until`.
     async fn catch_up(&mut self, until: u64) -> Result<(), Closed> {
-        let Some(events) = self.replay_after(self.cursor).await? else {
+        let Some(replay) = self.replay_after(self.cursor).await? else {
             return Ok(());
         };
-        for event in events.into_iter().filter(|e| e.seq <= until) {
+        for event in replay.events.into_iter().filter(|e| e.seq <= until) {
+            // A partial replay may lack events between the cursor and the next it holds:
+            // stop there, the rest comes from a later catch-up (or a resync voids it).
+            let jump_allowed = replay.truncated_from == Some(event.seq);
+            if replay.partial && event.seq != self.cursor + 1 && !jump_allowed {
+                break;
+            }
             self.send_first(event).await?;
         }
         Ok(())
@@ -489,7 +521,7 @@ impl Connection {
             // Nothing was sent on this connection yet: the replay is its first delivery.
             self.cursor = last_seq;
         }
-        let Some(events) = self.replay_after(last_seq).await? else {
+        let Some(Replay { events, .. }) = self.replay_after(last_seq).await? else {
             return Ok(());
         };
         // What was sent here before this resume; sends are in order, so it is one range.

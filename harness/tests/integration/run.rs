@@ -44,6 +44,10 @@ fn the_shipped_scenarios_pass_against_the_bundled_backend() {
             out.contains("PASS  Redis down while journeys come and go"),
             "{out}"
         );
+        assert!(
+            out.contains("PASS  Two instances through a Redis outage of one"),
+            "{out}"
+        );
     }
     let document: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
