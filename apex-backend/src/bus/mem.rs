@@ -41,6 +41,14 @@ impl EventBus for MemBus {
         Ok(self.streams.append(user_id, draft))
     }
 
+    async fn append_all(
+        &self,
+        user_id: Uuid,
+        drafts: Vec<EventDraft>,
+    ) -> Result<Vec<Arc<Event>>, BusError> {
+        Ok(self.streams.append_all(user_id, drafts))
+    }
+
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {
         self.streams.send(user_id, event);
         Ok(())

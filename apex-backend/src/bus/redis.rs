@@ -25,11 +25,15 @@ use super::local::{LocalStreams, LocalTickets};
 use super::{BusError, Delivery, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
-/// Numbers and appends one event atomically: KEYS = counter, stream; ARGV = body, maxlen.
+/// Numbers and appends events atomically, as one block of consecutive `seq`s in order, in one
+/// round trip: KEYS = counter, stream; ARGV = maxlen, then the bodies. Returns the first `seq`.
 const APPEND: &str = r"
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
-return seq";
+local n = #ARGV - 1
+local first = redis.call('INCRBY', KEYS[1], n) - n + 1
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i - 2) .. '-0', 'e', ARGV[i])
+end
+return first";
 
 /// Writes back one user's events numbered while degraded: KEYS = counter, stream; ARGV =
 /// maxlen, base (the `seq` before the first of them), then (seq, body) pairs in order (bodies
@@ -179,6 +183,22 @@ impl Shared {
         let mut event: Event = serde_json::from_slice(body).ok()?;
         event.seq = seq;
         Some(Arc::new(event))
+    }
+
+    /// The commands recording an open connection (`session:<id>`, a hash kept a day).
+    fn session_pipe(&self, connection_id: Uuid, user_id: Uuid, server_id: &str) -> redis::Pipeline {
+        let key = self.key("session", connection_id);
+        let fields = [
+            ("user_id", user_id.to_string()),
+            ("server_id", server_id.to_owned()),
+            ("connected_at", crate::protocol::now_rfc3339()),
+        ];
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, 24 * 3600)
+            .ignore();
+        pipe
     }
 
     /// Catches up the local mirror of users connected here (after the tail was down).
@@ -533,11 +553,29 @@ impl EventBus for RedisBus {
     }
 
     async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError> {
+        let mut events = self.append_all(user_id, vec![draft]).await?;
+        events
+            .pop()
+            .ok_or_else(|| BusError::Unavailable("no event appended".into()))
+    }
+
+    async fn append_all(
+        &self,
+        user_id: Uuid,
+        drafts: Vec<EventDraft>,
+    ) -> Result<Vec<Arc<Event>>, BusError> {
         let shared = &self.0;
-        // One template for both ways of numbering: if the append through Redis times out but
-        // lands, the write-back recognises the same body.
-        let template = Event::new(draft, 0);
-        let body = serde_json::to_vec(&template).map_err(unavailable)?;
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One template per event for both ways of numbering: if the append through Redis
+        // times out but lands, the write-back recognises the same bodies.
+        let templates: Vec<Event> = drafts.into_iter().map(|d| Event::new(d, 0)).collect();
+        let bodies = templates
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
         loop {
             if !shared.is_degraded() {
                 let _numbering = shared.numbering.read().await;
@@ -547,15 +585,23 @@ impl EventBus for RedisBus {
                     invocation
                         .key(shared.key("seq", user_id))
                         .key(shared.key("stream", user_id))
-                        .arg(&body)
                         .arg(shared.options.retain);
-                    if let Ok(seq) = shared
+                    for body in &bodies {
+                        invocation.arg(body);
+                    }
+                    if let Ok(first) = shared
                         .bounded(invocation.invoke_async::<u64>(&mut conn))
                         .await
                     {
-                        let event = Arc::new(Event { seq, ..template });
-                        shared.local.insert(user_id, event.clone());
-                        return Ok(event);
+                        let events: Vec<Arc<Event>> = templates
+                            .into_iter()
+                            .zip(first..)
+                            .map(|(template, seq)| Arc::new(Event { seq, ..template }))
+                            .collect();
+                        for event in &events {
+                            shared.local.insert(user_id, event.clone());
+                        }
+                        return Ok(events);
                     }
                 }
             }
@@ -564,17 +610,20 @@ impl EventBus for RedisBus {
                 // Recovered while this append waited: Redis numbers it.
                 continue;
             }
-            // Degraded: number it after the last seq this instance knows and write it back
-            // later.
-            let event = shared.local.append_event(user_id, template);
+            // Degraded: number them after the last seq this instance knows and write them
+            // back later.
+            let events: Vec<Arc<Event>> = templates
+                .into_iter()
+                .map(|template| shared.local.append_event(user_id, template))
+                .collect();
             shared
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(user_id)
                 .or_default()
-                .push(event.clone());
-            return Ok(event);
+                .extend(events.iter().cloned());
+            return Ok(events);
         }
     }
 
@@ -659,23 +708,29 @@ impl EventBus for RedisBus {
             return;
         }
         let mut conn = shared.conn.clone();
-        let key = shared.key("session", connection_id);
-        let fields = [
-            ("user_id", user_id.to_string()),
-            ("server_id", server_id.to_owned()),
-            ("connected_at", crate::protocol::now_rfc3339()),
-        ];
-        let _ = shared
-            .bounded(async {
-                redis::pipe()
-                    .hset_multiple(&key, &fields)
-                    .ignore()
-                    .expire(&key, 24 * 3600)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await;
+        let pipe = shared.session_pipe(connection_id, user_id, server_id);
+        let _ = shared.bounded(pipe.query_async::<()>(&mut conn)).await;
+    }
+
+    async fn open_session(
+        &self,
+        connection_id: Uuid,
+        user_id: Uuid,
+        server_id: &str,
+    ) -> Result<u64, BusError> {
+        let shared = &self.0;
+        if !shared.is_degraded() {
+            let mut conn = shared.conn.clone();
+            let mut pipe = shared.session_pipe(connection_id, user_id, server_id);
+            pipe.get(shared.key("seq", user_id));
+            if let Ok((head,)) = shared
+                .bounded(pipe.query_async::<(Option<u64>,)>(&mut conn))
+                .await
+            {
+                shared.local.observe_head(user_id, head.unwrap_or(0));
+            }
+        }
+        Ok(shared.local.head(user_id))
     }
 
     async fn end_session(&self, connection_id: Uuid) {
