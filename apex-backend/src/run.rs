@@ -302,21 +302,19 @@ fn take_queued(run: &RunContext) -> Vec<EventDraft> {
     std::mem::take(&mut *run.queued.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Appends the queued events to the stream as one block, logs them for the next checkpoint
-/// and delivers them. Called before every wait that is not the bus's.
+/// Appends the queued events to the stream as one block and delivers them (one step), and
+/// logs them for the next checkpoint. Called before every wait that is not the bus's.
 async fn flush(state: &AppState, run: &RunContext) -> Result<(), RunFailure> {
     let drafts = take_queued(run);
     if drafts.is_empty() {
         return Ok(());
     }
-    let events = state.bus.append_all(run.user_id, drafts).await?;
+    let deliver = drafts.len();
+    let events = state.bus.append_all(run.user_id, drafts, deliver).await?;
     run.log
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .extend(events.iter().cloned());
-    for event in &events {
-        state.bus.fan_out(run.user_id, event).await?;
-    }
+        .extend(events);
     Ok(())
 }
 
@@ -561,16 +559,15 @@ async fn pipeline(
         ))
         .await;
     }
-    // The last tool_completed (if still queued) and agent_completed: one append.
+    // The last tool_completed (if still queued), delivered, and agent_completed, not yet:
+    // one append.
     let mut drafts = take_queued(run);
+    let deliver = drafts.len();
     drafts.push(draft(run, EventType::AgentCompleted, SUPERVISOR, payload));
-    let mut appended = state.bus.append_all(run.user_id, drafts).await?;
+    let mut appended = state.bus.append_all(run.user_id, drafts, deliver).await?;
     let Some(completed) = appended.pop() else {
         return Err(BusError::Unavailable("agent_completed was not appended".into()).into());
     };
-    for event in &appended {
-        state.bus.fan_out(run.user_id, event).await?;
-    }
     let mut events = run.take_log();
     events.extend(appended);
     events.push(completed.clone());

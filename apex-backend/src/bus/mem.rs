@@ -45,8 +45,13 @@ impl EventBus for MemBus {
         &self,
         user_id: Uuid,
         drafts: Vec<EventDraft>,
+        deliver: usize,
     ) -> Result<Vec<Arc<Event>>, BusError> {
-        Ok(self.streams.append_all(user_id, drafts))
+        let events = self.streams.append_all(user_id, drafts);
+        for event in events.iter().take(deliver) {
+            self.streams.send(user_id, event);
+        }
+        Ok(events)
     }
 
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {

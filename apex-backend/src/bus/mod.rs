@@ -74,12 +74,15 @@ pub trait EventBus: Send + Sync + 'static {
     /// Connections see it after [`EventBus::fan_out`] (or through a replay).
     async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError>;
     /// Appends events in order as one block of consecutive `seq`s (no other event of the user
-    /// falls between them), in one step: one round trip on Redis, where a run's events
-    /// emitted back to back would otherwise wait on one each.
+    /// falls between them) and delivers the first `deliver` of them as [`EventBus::fan_out`]
+    /// would, in one step: one round trip on Redis, where a run's events emitted back to back
+    /// would otherwise wait on one append and one publish each. The rest are delivered by
+    /// `fan_out` later (`agent_completed`, once the answer is stored).
     async fn append_all(
         &self,
         user_id: Uuid,
         drafts: Vec<EventDraft>,
+        deliver: usize,
     ) -> Result<Vec<Arc<Event>>, BusError>;
     /// Delivers an appended event to every connection of the user, on every instance.
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError>;

@@ -53,8 +53,9 @@ impl EventBus for TimedBus {
         &self,
         user_id: Uuid,
         drafts: Vec<EventDraft>,
+        deliver: usize,
     ) -> Result<Vec<Arc<Event>>, BusError> {
-        let work = self.inner.append_all(user_id, drafts);
+        let work = self.inner.append_all(user_id, drafts, deliver);
         self.durations.time("append_all", work).await
     }
 

@@ -452,7 +452,8 @@ async fn bus_contract(bus: Arc<dyn EventBus>) {
             ..draft(run)
         })
         .collect();
-    let block = bus.append_all(a, drafts).await.unwrap();
+    // The first two delivered with the append, the third by fan_out.
+    let block = bus.append_all(a, drafts, 2).await.unwrap();
     assert_eq!(block.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7, 8]);
     assert_eq!(
         block
@@ -461,15 +462,16 @@ async fn bus_contract(bus: Arc<dyn EventBus>) {
             .collect::<Vec<_>>(),
         thoughts
     );
-    for event in &block {
-        bus.fan_out(a, event).await.unwrap();
-    }
-    assert!(bus.append_all(a, Vec::new()).await.unwrap().is_empty());
-    assert_eq!(bus.head_seq(a).await.unwrap(), 8);
-    for expected in 1..=8 {
+    for expected in 1..=7 {
         let event = delivered(tokio::time::timeout(Duration::from_secs(5), live.recv()).await);
         assert_eq!(event.seq, expected);
     }
+    assert!(live.try_recv().is_err(), "the third waits for its fan_out");
+    bus.fan_out(a, &block[2]).await.unwrap();
+    assert!(bus.append_all(a, Vec::new(), 0).await.unwrap().is_empty());
+    assert_eq!(bus.head_seq(a).await.unwrap(), 8);
+    let event = delivered(tokio::time::timeout(Duration::from_secs(5), live.recv()).await);
+    assert_eq!(event.seq, 8);
     let replay = bus.replay(a, 2).await.unwrap();
     assert_eq!(
         replay.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -563,15 +565,23 @@ async fn two_redis_bus_instances_share_one_gap_free_stream() {
     let user = Uuid::new_v4();
     let mut on_b = b.subscribe(user);
     tokio::time::sleep(Duration::from_millis(200)).await; // the tails subscribe
-    // Single events and blocks of three, from both instances at once.
+    // Single events delivered by fan_out and blocks of three delivered with their append
+    // (published by the append itself), from both instances at once.
     let appends = (0..50).map(|i| {
         let bus = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move {
-            let drafts = vec![draft(Uuid::nil()); if i % 5 == 0 { 3 } else { 1 }];
-            let events = bus.append_all(user, drafts).await.unwrap();
-            for event in &events {
-                bus.fan_out(user, event).await.unwrap();
-            }
+            let events = if i % 5 == 0 {
+                bus.append_all(user, vec![draft(Uuid::nil()); 3], 3)
+                    .await
+                    .unwrap()
+            } else {
+                let events = bus
+                    .append_all(user, vec![draft(Uuid::nil())], 0)
+                    .await
+                    .unwrap();
+                bus.fan_out(user, &events[0]).await.unwrap();
+                events
+            };
             events.iter().map(|e| e.seq).collect::<Vec<_>>()
         }
     });
