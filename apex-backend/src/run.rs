@@ -76,6 +76,9 @@ impl RunContext {
 }
 
 struct RunContext {
+    /// Events emitted but not yet on the stream; appended together when the run next waits
+    /// on anything else ([`flush`]).
+    queued: std::sync::Mutex<Vec<EventDraft>>,
     /// Events published but not yet in the store's log; written at each checkpoint.
     log: std::sync::Mutex<Vec<Arc<Event>>>,
     user_id: Uuid,
@@ -137,6 +140,7 @@ pub async fn start(
         _ => None,
     };
     let context = RunContext {
+        queued: std::sync::Mutex::default(),
         log: std::sync::Mutex::default(),
         user_id: user.id,
         email: user.email.clone(),
@@ -174,6 +178,11 @@ async fn execute(state: AppState, _slot: RunSlot, run: RunContext) {
         }
     };
     tracing::warn!(run_id = %run.run_id, error = %failure, "run did not complete");
+    // Events emitted before the failure are delivered before the error (the queue is empty
+    // unless the failure cut a step short between an emit and the next wait).
+    if let Err(e) = flush(&state, &run).await {
+        tracing::error!(run_id = %run.run_id, error = %e, "could not deliver the run's last events");
+    }
     let partial = Value::Object(partial);
     if let Err(e) = state
         .store
@@ -270,7 +279,10 @@ fn draft(run: &RunContext, kind: EventType, agent_name: &str, payload: Value) ->
     }
 }
 
-/// Publishes one event, after the configured think time.
+/// Emits one event, after the configured think time. It is queued, and appended and delivered
+/// with the events emitted right after it when the run next waits on anything but the bus
+/// ([`flush`]): events emitted back to back cost one round trip to the bus together, and no
+/// event waits while the run waits on something else.
 async fn emit(
     state: &AppState,
     run: &RunContext,
@@ -278,25 +290,43 @@ async fn emit(
     agent: &str,
     payload: Value,
 ) -> Result<(), RunFailure> {
-    think(state, kind).await;
-    let event = state
-        .bus
-        .append(run.user_id, draft(run, kind, agent, payload))
-        .await?;
-    run.log
+    think(state, run, kind).await?;
+    run.queued
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(event.clone());
-    state.bus.fan_out(run.user_id, &event).await?;
+        .push(draft(run, kind, agent, payload));
     Ok(())
 }
 
-/// The configured pause before every event but the first.
-async fn think(state: &AppState, kind: EventType) {
+fn take_queued(run: &RunContext) -> Vec<EventDraft> {
+    std::mem::take(&mut *run.queued.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Appends the queued events to the stream as one block and delivers them (one step), and
+/// logs them for the next checkpoint. Called before every wait that is not the bus's.
+async fn flush(state: &AppState, run: &RunContext) -> Result<(), RunFailure> {
+    let drafts = take_queued(run);
+    if drafts.is_empty() {
+        return Ok(());
+    }
+    let deliver = drafts.len();
+    let events = state.bus.append_all(run.user_id, drafts, deliver).await?;
+    run.log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(events);
+    Ok(())
+}
+
+/// The configured pause before every event but the first; what was emitted before it is
+/// delivered first.
+async fn think(state: &AppState, run: &RunContext, kind: EventType) -> Result<(), RunFailure> {
     let think = state.config.think_time();
     if !think.is_zero() && kind != EventType::AgentStarted {
+        flush(state, run).await?;
         tokio::time::sleep(think).await;
     }
+    Ok(())
 }
 
 /// CPU time the calling thread has run, from the OS's per-thread CPU clock (counted to the
@@ -381,6 +411,8 @@ async fn step<T>(
         )
         .await?;
     }
+    // The tool may take a while: what the step said so far is delivered first.
+    flush(state, run).await?;
     if sabotage == Some(Sabotage::HangAfterToolExecuting) && agent == OPTIMIZER {
         std::future::pending::<()>().await;
     }
@@ -519,21 +551,25 @@ async fn pipeline(
         "usage": usage,
         "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
     });
-    think(state, EventType::AgentCompleted).await;
+    think(state, run, EventType::AgentCompleted).await?;
     if state.sabotage == Some(Sabotage::DelayEvent) {
+        flush(state, run).await?;
         tokio::time::sleep(std::time::Duration::from_millis(
             state.config.sabotage_delay_ms,
         ))
         .await;
     }
-    let completed = state
-        .bus
-        .append(
-            run.user_id,
-            draft(run, EventType::AgentCompleted, SUPERVISOR, payload),
-        )
-        .await?;
+    // The last tool_completed (if still queued), delivered, and agent_completed, not yet:
+    // one append.
+    let mut drafts = take_queued(run);
+    let deliver = drafts.len();
+    drafts.push(draft(run, EventType::AgentCompleted, SUPERVISOR, payload));
+    let mut appended = state.bus.append_all(run.user_id, drafts, deliver).await?;
+    let Some(completed) = appended.pop() else {
+        return Err(BusError::Unavailable("agent_completed was not appended".into()).into());
+    };
     let mut events = run.take_log();
+    events.extend(appended);
     events.push(completed.clone());
     // Durable before the user is told: when agent_completed arrives, the answer, the result
     // and every event of the run are stored.

@@ -61,6 +61,9 @@ fn start_backend(args: &Args) -> ChildBackend {
                 "--login-ip-burst",
                 "1000000",
             ])
+            // Up to `--concurrency` logins wait for a hashing slot at once: beyond the default
+            // queue (64) the surplus got `503 BUSY` and counted as failed journeys at 100.
+            .args(["--login-queue", &args.concurrency.max(64).to_string()])
             .env("APEX_JWT_SECRET", "golden-load-secret-0123456789abcdef")
             .env("RUST_LOG", "warn");
     })

@@ -63,6 +63,20 @@ impl LocalStreams {
         self.append_event(user_id, Event::new(draft, 0))
     }
 
+    /// Numbers drafts with the next local `seq`s, as one block, and retains them.
+    pub fn append_all(&self, user_id: Uuid, drafts: Vec<EventDraft>) -> Vec<Arc<Event>> {
+        let mut streams = self.streams();
+        let stream = streams.entry(user_id).or_insert_with(UserStream::new);
+        drafts
+            .into_iter()
+            .map(|draft| {
+                let event = Arc::new(Event::new(draft, stream.head + 1));
+                self.retain_in(stream, event.clone());
+                event
+            })
+            .collect()
+    }
+
     /// Gives an event the next local `seq` and retains it.
     pub fn append_event(&self, user_id: Uuid, event: Event) -> Arc<Event> {
         let mut streams = self.streams();

@@ -41,6 +41,19 @@ impl EventBus for MemBus {
         Ok(self.streams.append(user_id, draft))
     }
 
+    async fn append_all(
+        &self,
+        user_id: Uuid,
+        drafts: Vec<EventDraft>,
+        deliver: usize,
+    ) -> Result<Vec<Arc<Event>>, BusError> {
+        let events = self.streams.append_all(user_id, drafts);
+        for event in events.iter().take(deliver) {
+            self.streams.send(user_id, event);
+        }
+        Ok(events)
+    }
+
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {
         self.streams.send(user_id, event);
         Ok(())

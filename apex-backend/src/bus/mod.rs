@@ -78,6 +78,17 @@ pub trait EventBus: Send + Sync + 'static {
     /// Appends an event to the user's stream with the next `seq` and retains it for replay.
     /// Connections see it after [`EventBus::fan_out`] (or through a replay).
     async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError>;
+    /// Appends events in order as one block of consecutive `seq`s (no other event of the user
+    /// falls between them) and delivers the first `deliver` of them as [`EventBus::fan_out`]
+    /// would, in one step: one round trip on Redis, where a run's events emitted back to back
+    /// would otherwise wait on one append and one publish each. The rest are delivered by
+    /// `fan_out` later (`agent_completed`, once the answer is stored).
+    async fn append_all(
+        &self,
+        user_id: Uuid,
+        drafts: Vec<EventDraft>,
+        deliver: usize,
+    ) -> Result<Vec<Arc<Event>>, BusError>;
     /// Delivers an appended event to every connection of the user, on every instance.
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError>;
     /// Live events of the user's stream from now on.
@@ -108,6 +119,17 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Records an open connection (best effort, bounded).
     async fn record_session(&self, _connection_id: Uuid, _user_id: Uuid, _server_id: &str) {}
+    /// Records an open connection (as [`EventBus::record_session`]) and returns the user's
+    /// head `seq` (as [`EventBus::head_seq`]), in one round trip where the bus can.
+    async fn open_session(
+        &self,
+        connection_id: Uuid,
+        user_id: Uuid,
+        server_id: &str,
+    ) -> Result<u64, BusError> {
+        self.record_session(connection_id, user_id, server_id).await;
+        self.head_seq(user_id).await
+    }
     /// Forgets a closed connection (best effort, bounded).
     async fn end_session(&self, _connection_id: Uuid) {}
 }

@@ -25,11 +25,34 @@ use super::local::{LocalStreams, LocalTickets};
 use super::{BusError, Delivery, EventBus, Replay};
 use crate::protocol::{Event, EventDraft};
 
-/// Numbers and appends one event atomically: KEYS = counter, stream; ARGV = body, maxlen.
-const APPEND: &str = r"
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
-return seq";
+/// Numbers and appends events atomically, as one block of consecutive `seq`s in order, and
+/// publishes the first `deliver` of them to the other instances, in one round trip: KEYS =
+/// counter, stream; ARGV = maxlen, channel, the envelope's start (origin, user), deliver, then
+/// each event's body split around its `seq` (head ending in `"seq":`, tail). The stream holds
+/// the bodies with `seq` 0, as before; the envelopes the events with their `seq`, as
+/// [`Shared::publish`] writes them. Returns the first `seq`.
+const APPEND: &str = r#"
+local n = (#ARGV - 4) / 2
+local first = redis.call('INCRBY', KEYS[1], n) - n + 1
+local deliver = tonumber(ARGV[4])
+for i = 1, n do
+  local seq = first + i - 1
+  local head, tail = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'e', head .. '0' .. tail)
+  if i <= deliver then
+    redis.call('PUBLISH', ARGV[2], ARGV[3] .. head .. seq .. tail .. '}')
+  end
+end
+return first"#;
+
+/// An event's body (with `seq` 0) split around the `seq`'s value: the head ends in `"seq":`.
+/// `Event` serializes `type` (an enum's name) first and `seq` second, so the first `"seq":0`
+/// is the field.
+fn split_at_seq(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    const FIELD: &[u8] = b"\"seq\":0,";
+    let at = body.windows(FIELD.len()).position(|w| w == FIELD)?;
+    Some((&body[..at + 6], &body[at + 7..]))
+}
 
 /// Writes back one user's events numbered while degraded: KEYS = counter, stream; ARGV =
 /// maxlen, base (the `seq` before the first of them), then (seq, body) pairs in order (bodies
@@ -181,6 +204,22 @@ impl Shared {
         Some(Arc::new(event))
     }
 
+    /// The commands recording an open connection (`session:<id>`, a hash kept a day).
+    fn session_pipe(&self, connection_id: Uuid, user_id: Uuid, server_id: &str) -> redis::Pipeline {
+        let key = self.key("session", connection_id);
+        let fields = [
+            ("user_id", user_id.to_string()),
+            ("server_id", server_id.to_owned()),
+            ("connected_at", crate::protocol::now_rfc3339()),
+        ];
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, 24 * 3600)
+            .ignore();
+        pipe
+    }
+
     /// Catches up the local mirror of users connected here (after the tail was down).
     async fn resync_local(&self) {
         for user_id in self.local.subscribed_users() {
@@ -312,6 +351,7 @@ impl Shared {
         let mut envelope = Vec::with_capacity(1024);
         envelope.extend_from_slice(&self.origin);
         envelope.push(b' ');
+        // The same shape the append script writes: `{"u":"<user>","e":<event>}`.
         let envelope_ref = EnvelopeRef {
             u: user_id,
             e: event,
@@ -543,11 +583,32 @@ impl EventBus for RedisBus {
     }
 
     async fn append(&self, user_id: Uuid, draft: EventDraft) -> Result<Arc<Event>, BusError> {
+        let mut events = self.append_all(user_id, vec![draft], 0).await?;
+        events
+            .pop()
+            .ok_or_else(|| BusError::Unavailable("no event appended".into()))
+    }
+
+    async fn append_all(
+        &self,
+        user_id: Uuid,
+        drafts: Vec<EventDraft>,
+        deliver: usize,
+    ) -> Result<Vec<Arc<Event>>, BusError> {
         let shared = &self.0;
-        // One template for both ways of numbering: if the append through Redis times out but
-        // lands, the write-back recognises the same body.
-        let template = Event::new(draft, 0);
-        let body = serde_json::to_vec(&template).map_err(unavailable)?;
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One template per event for both ways of numbering: if the append through Redis
+        // times out but lands, the write-back recognises the same bodies.
+        let templates: Vec<Event> = drafts.into_iter().map(|d| Event::new(d, 0)).collect();
+        let mut bodies = Vec::with_capacity(templates.len());
+        for template in &templates {
+            bodies.push(serde_json::to_vec(template).map_err(unavailable)?);
+        }
+        let mut envelope_start = Vec::with_capacity(shared.origin.len() + 64);
+        envelope_start.extend_from_slice(&shared.origin);
+        envelope_start.extend_from_slice(format!(" {{\"u\":\"{user_id}\",\"e\":").as_bytes());
         loop {
             if !shared.is_degraded() {
                 let _numbering = shared.numbering.read().await;
@@ -557,15 +618,33 @@ impl EventBus for RedisBus {
                     invocation
                         .key(shared.key("seq", user_id))
                         .key(shared.key("stream", user_id))
-                        .arg(&body)
-                        .arg(shared.options.retain);
-                    if let Ok(seq) = shared
+                        .arg(shared.options.retain)
+                        .arg(shared.channel())
+                        .arg(&envelope_start)
+                        .arg(deliver);
+                    for body in &bodies {
+                        let (head, tail) = split_at_seq(body).ok_or_else(|| {
+                            BusError::Unavailable("an event without its seq field".into())
+                        })?;
+                        invocation.arg(head).arg(tail);
+                    }
+                    if let Ok(first) = shared
                         .bounded(invocation.invoke_async::<u64>(&mut conn))
                         .await
                     {
-                        let event = Arc::new(Event { seq, ..template });
-                        shared.local.insert(user_id, event.clone());
-                        return Ok(event);
+                        let events: Vec<Arc<Event>> = templates
+                            .into_iter()
+                            .zip(first..)
+                            .map(|(template, seq)| Arc::new(Event { seq, ..template }))
+                            .collect();
+                        for event in &events {
+                            shared.local.insert(user_id, event.clone());
+                        }
+                        // Published to the other instances by the script already.
+                        for event in events.iter().take(deliver) {
+                            shared.local.send(user_id, event);
+                        }
+                        return Ok(events);
                     }
                 }
             }
@@ -574,17 +653,24 @@ impl EventBus for RedisBus {
                 // Recovered while this append waited: Redis numbers it.
                 continue;
             }
-            // Degraded: number it after the last seq this instance knows and write it back
-            // later.
-            let event = shared.local.append_event(user_id, template);
+            // Degraded: number them after the last seq this instance knows and write them
+            // back later.
+            let events: Vec<Arc<Event>> = templates
+                .into_iter()
+                .map(|template| shared.local.append_event(user_id, template))
+                .collect();
             shared
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(user_id)
                 .or_default()
-                .push(event.clone());
-            return Ok(event);
+                .extend(events.iter().cloned());
+            // Degraded: delivered here only, as fan_out does; the write-back publishes them.
+            for event in events.iter().take(deliver) {
+                shared.local.send(user_id, event);
+            }
+            return Ok(events);
         }
     }
 
@@ -677,23 +763,29 @@ impl EventBus for RedisBus {
             return;
         }
         let mut conn = shared.conn.clone();
-        let key = shared.key("session", connection_id);
-        let fields = [
-            ("user_id", user_id.to_string()),
-            ("server_id", server_id.to_owned()),
-            ("connected_at", crate::protocol::now_rfc3339()),
-        ];
-        let _ = shared
-            .bounded(async {
-                redis::pipe()
-                    .hset_multiple(&key, &fields)
-                    .ignore()
-                    .expire(&key, 24 * 3600)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await;
+        let pipe = shared.session_pipe(connection_id, user_id, server_id);
+        let _ = shared.bounded(pipe.query_async::<()>(&mut conn)).await;
+    }
+
+    async fn open_session(
+        &self,
+        connection_id: Uuid,
+        user_id: Uuid,
+        server_id: &str,
+    ) -> Result<u64, BusError> {
+        let shared = &self.0;
+        if !shared.is_degraded() {
+            let mut conn = shared.conn.clone();
+            let mut pipe = shared.session_pipe(connection_id, user_id, server_id);
+            pipe.get(shared.key("seq", user_id));
+            if let Ok((head,)) = shared
+                .bounded(pipe.query_async::<(Option<u64>,)>(&mut conn))
+                .await
+            {
+                shared.local.observe_head(user_id, head.unwrap_or(0));
+            }
+        }
+        Ok(shared.local.head(user_id))
     }
 
     async fn end_session(&self, connection_id: Uuid) {
@@ -705,5 +797,47 @@ impl EventBus for RedisBus {
         let _ = shared
             .bounded(conn.del::<_, ()>(shared.key("session", connection_id)))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocol::EventType;
+
+    /// The append script rebuilds the stream's body and the envelope from the split: both must
+    /// come out as the Rust side writes them.
+    #[test]
+    fn an_event_splits_around_its_seq_into_the_same_body_and_envelope() {
+        let user = Uuid::new_v4();
+        let event = Event::new(
+            EventDraft {
+                kind: EventType::ToolCompleted,
+                run_id: Uuid::new_v4(),
+                thread_id: Uuid::new_v4(),
+                agent_name: "optimizer".into(),
+                // A payload that mentions the field must not move the split.
+                payload: json!({ "note": "\"seq\":0, again", "seq": 0 }),
+            },
+            0,
+        );
+        let body = serde_json::to_vec(&event).unwrap();
+        let (head, tail) = split_at_seq(&body).unwrap();
+        assert!(head.ends_with(b"\"seq\":"));
+        assert_eq!([head, b"0", tail].concat(), body);
+        let envelope = [
+            format!("{{\"u\":\"{user}\",\"e\":").as_bytes(),
+            head,
+            b"42",
+            tail,
+            b"}",
+        ]
+        .concat();
+        let parsed: Envelope = serde_json::from_slice(&envelope).unwrap();
+        assert_eq!(parsed.u, user);
+        assert_eq!(parsed.e, Event { seq: 42, ..event });
+        assert!(split_at_seq(b"{\"type\":\"x\",\"seq\":7,\"a\":1}").is_none());
     }
 }

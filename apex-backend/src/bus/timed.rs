@@ -49,6 +49,16 @@ impl EventBus for TimedBus {
         self.durations.time("append", work).await
     }
 
+    async fn append_all(
+        &self,
+        user_id: Uuid,
+        drafts: Vec<EventDraft>,
+        deliver: usize,
+    ) -> Result<Vec<Arc<Event>>, BusError> {
+        let work = self.inner.append_all(user_id, drafts, deliver);
+        self.durations.time("append_all", work).await
+    }
+
     async fn fan_out(&self, user_id: Uuid, event: &Arc<Event>) -> Result<(), BusError> {
         let work = self.inner.fan_out(user_id, event);
         self.durations.time("fan_out", work).await
@@ -95,6 +105,16 @@ impl EventBus for TimedBus {
     async fn record_session(&self, connection_id: Uuid, user_id: Uuid, server_id: &str) {
         let work = self.inner.record_session(connection_id, user_id, server_id);
         self.durations.time("record_session", work).await
+    }
+
+    async fn open_session(
+        &self,
+        connection_id: Uuid,
+        user_id: Uuid,
+        server_id: &str,
+    ) -> Result<u64, BusError> {
+        let work = self.inner.open_session(connection_id, user_id, server_id);
+        self.durations.time("open_session", work).await
     }
 
     async fn end_session(&self, connection_id: Uuid) {

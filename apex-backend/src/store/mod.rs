@@ -181,6 +181,25 @@ pub trait Store: Send + Sync + 'static {
         within: Duration,
     ) -> Result<Vec<Uuid>, StoreError>;
 
+    /// The user (as [`Store::user_by_id`]) and their runs interrupted within `within` (as
+    /// [`Store::recently_interrupted_runs`], best effort: a failure of that part leaves the
+    /// list empty): what opening a WebSocket connection reads, in one round trip where the
+    /// store can.
+    async fn user_for_connection(
+        &self,
+        id: Uuid,
+        within: Duration,
+    ) -> Result<Option<(UserRecord, Vec<Uuid>)>, StoreError> {
+        let Some(user) = self.user_by_id(id).await? else {
+            return Ok(None);
+        };
+        let interrupted = self
+            .recently_interrupted_runs(id, within)
+            .await
+            .unwrap_or_default();
+        Ok(Some((user, interrupted)))
+    }
+
     /// Appends stream events to the user's durable event log (idempotent per `seq`).
     async fn append_events(&self, user_id: Uuid, events: &[Arc<Event>]) -> Result<(), StoreError>;
     /// The logged events of a run, in `seq` order.

@@ -613,6 +613,36 @@ impl Store for PgStore {
         .await
     }
 
+    async fn user_for_connection(
+        &self,
+        id: Uuid,
+        within: Duration,
+    ) -> Result<Option<(UserRecord, Vec<Uuid>)>, StoreError> {
+        let row: Option<(Uuid, String, String, String, bool, Vec<Uuid>)> = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT id, email, name, password_hash, is_demo,
+                       ARRAY(SELECT r.id FROM runs r
+                             WHERE r.user_id = $1 AND r.status = 'interrupted'
+                               AND r.finished_at > now() - make_interval(secs => $2)
+                             ORDER BY r.finished_at DESC LIMIT 20)
+                     FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .bind(within.as_secs_f64())
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(
+            row.map(|(id, email, name, password_hash, is_demo, interrupted)| {
+                (
+                    user_from((id, email, name, password_hash, is_demo)),
+                    interrupted,
+                )
+            }),
+        )
+    }
+
     async fn append_events(&self, user_id: Uuid, events: &[Arc<Event>]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());

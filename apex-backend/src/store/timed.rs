@@ -155,6 +155,15 @@ impl Store for TimedStore {
         self.durations.time("recently_interrupted_runs", work).await
     }
 
+    async fn user_for_connection(
+        &self,
+        id: Uuid,
+        within: Duration,
+    ) -> Result<Option<(UserRecord, Vec<Uuid>)>, StoreError> {
+        let work = self.inner.user_for_connection(id, within);
+        self.durations.time("user_for_connection", work).await
+    }
+
     async fn append_events(&self, user_id: Uuid, events: &[Arc<Event>]) -> Result<(), StoreError> {
         let work = self.inner.append_events(user_id, events);
         self.durations.time("append_events", work).await

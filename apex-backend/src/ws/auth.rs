@@ -1,13 +1,26 @@
 //! Who is connecting: a ticket, a bearer header (original or load-balancer preserved), or a
 //! `jwt.<token>` subprotocol, whichever is present first in that order.
 
-use axum::http::HeaderMap;
+use std::time::Duration;
 
+use axum::http::HeaderMap;
+use uuid::Uuid;
+
+use crate::auth::TokenType;
 use crate::error::ApiError;
-use crate::http::auth::user_for_token;
 use crate::http::request_bearer;
 use crate::state::AppState;
 use crate::store::UserRecord;
+
+/// How far back `connection_established.interrupted_runs` looks.
+const INTERRUPTED_NOTICE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Who connects, and their runs that an instance failure cut short (the user is told on
+/// (re)connect), read together.
+pub struct Connecting {
+    pub user: UserRecord,
+    pub interrupted_runs: Vec<Uuid>,
+}
 
 /// Subprotocols the server speaks besides `jwt.<token>`.
 const PROTOCOLS: &[&str] = &["jwt-auth", "apex.v1"];
@@ -51,42 +64,52 @@ pub async fn authenticate(
     headers: &HeaderMap,
     ticket: Option<&str>,
     offered: &[String],
-) -> Result<UserRecord, ApiError> {
-    let user = credentials(state, headers, ticket, offered).await?;
+) -> Result<Connecting, ApiError> {
+    let user_id = credentials(state, headers, ticket, offered).await?;
     if state.sabotage == Some(crate::sabotage::Sabotage::DemoIdentity) {
         // Test only: every connection becomes the same user, as in the demo-identity outage.
         if let Some(demo) = state.sabotage_state.demo_identity
-            && let Some(record) = state.store.user_by_id(demo).await?
+            && let Ok(connecting) = connecting(state, demo).await
         {
-            return Ok(record);
+            return Ok(connecting);
         }
     }
-    Ok(user)
+    connecting(state, user_id).await
 }
 
+/// The user and their interrupted runs: one store round trip.
+async fn connecting(state: &AppState, user_id: Uuid) -> Result<Connecting, ApiError> {
+    let (user, interrupted_runs) = state
+        .store
+        .user_for_connection(user_id, INTERRUPTED_NOTICE_WINDOW)
+        .await?
+        .ok_or(ApiError::UnknownUser)?;
+    Ok(Connecting {
+        user,
+        interrupted_runs,
+    })
+}
+
+/// The user the credentials name (not yet looked up).
 async fn credentials(
     state: &AppState,
     headers: &HeaderMap,
     ticket: Option<&str>,
     offered: &[String],
-) -> Result<UserRecord, ApiError> {
+) -> Result<Uuid, ApiError> {
     if let Some(ticket) = ticket {
-        let user_id = state
+        return state
             .bus
             .redeem_ticket(ticket)
             .await?
-            .ok_or(ApiError::InvalidTicket)?;
-        return state
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or(ApiError::UnknownUser);
+            .ok_or(ApiError::InvalidTicket);
     }
+    let verify = |token: &str| Ok(state.tokens.verify(token, TokenType::Access)?.sub);
     if let Some(token) = request_bearer(headers) {
-        return user_for_token(state, token?).await;
+        return verify(token?);
     }
     match subprotocol_token(offered) {
-        Some(token) => user_for_token(state, &token).await,
+        Some(token) => verify(&token),
         None => Err(ApiError::MissingToken),
     }
 }

@@ -25,9 +25,7 @@ use crate::protocol::EventType;
 use crate::sabotage::Sabotage;
 use crate::state::AppState;
 use crate::store::UserRecord;
-
-/// How far back `connection_established.interrupted_runs` looks.
-const INTERRUPTED_NOTICE_WINDOW: Duration = Duration::from_secs(3600);
+use crate::ws::auth::Connecting;
 
 /// The socket is gone or unusable; the connection ends.
 #[derive(Debug)]
@@ -89,10 +87,15 @@ struct Connection {
     resyncs_seen: u64,
 }
 
-pub async fn serve(socket: WebSocket, state: AppState, user: UserRecord, last_seq: Option<u64>) {
+pub async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    connecting: Connecting,
+    last_seq: Option<u64>,
+) {
     let connection_id = Uuid::new_v4();
-    let span = tracing::info_span!("ws", %connection_id, user_id = %user.id);
-    serve_connection(socket, state, user, last_seq, connection_id)
+    let span = tracing::info_span!("ws", %connection_id, user_id = %connecting.user.id);
+    serve_connection(socket, state, connecting, last_seq, connection_id)
         .instrument(span)
         .await;
 }
@@ -100,18 +103,19 @@ pub async fn serve(socket: WebSocket, state: AppState, user: UserRecord, last_se
 async fn serve_connection(
     socket: WebSocket,
     state: AppState,
-    user: UserRecord,
+    connecting: Connecting,
     last_seq: Option<u64>,
     connection_id: Uuid,
 ) {
+    let Connecting {
+        user,
+        interrupted_runs,
+    } = connecting;
     state.metrics.connections_opened.inc();
     state.metrics.connections_open.inc();
     tracing::info!("connected");
-    state
-        .bus
-        .record_session(connection_id, user.id, &state.server_id)
-        .await;
-    // Subscribe before reading the head, so no event falls between the two.
+    // Subscribe before reading the head (with the session record), so no event falls
+    // between the two.
     let mut live = state.bus.subscribe(user.id);
     // Resyncs before this point void nothing sent here.
     let (resyncs_seen, _) = state.bus.resyncs_since(user.id, u64::MAX);
@@ -130,7 +134,7 @@ async fn serve_connection(
     };
     // 1006: the socket went away without a close frame.
     let code = conn
-        .serve(connection_id, &mut live, last_seq)
+        .serve(connection_id, &mut live, last_seq, interrupted_runs)
         .await
         .unwrap_or(1006);
     tracing::info!(code, "disconnected");
@@ -147,22 +151,20 @@ impl Connection {
         connection_id: Uuid,
         live: &mut tokio::sync::broadcast::Receiver<Delivery>,
         last_seq: Option<u64>,
+        interrupted: Vec<Uuid>,
     ) -> Result<u16, Closed> {
-        let head = match self.state.bus.head_seq(self.user.id).await {
+        let opened = self
+            .state
+            .bus
+            .open_session(connection_id, self.user.id, &self.state.server_id)
+            .await;
+        let head = match opened {
             Ok(head) => head,
             Err(e) => {
                 tracing::error!(error = %e, "event bus unavailable at connect");
                 return self.close(close::INTERNAL, "event bus unavailable").await;
             }
         };
-        // Runs that an instance failure cut short: the user is told on (re)connect. Best
-        // effort: a store hiccup must not refuse the connection.
-        let interrupted = self
-            .state
-            .store
-            .recently_interrupted_runs(self.user.id, INTERRUPTED_NOTICE_WINDOW)
-            .await
-            .unwrap_or_default();
         let established = json!({
             "type": "connection_established",
             "connection_id": connection_id,

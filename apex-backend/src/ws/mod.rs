@@ -48,14 +48,15 @@ pub async fn handler(
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    let user = match auth::authenticate(&state, &headers, query.ticket.as_deref(), &offered).await {
-        Ok(user) => user,
-        Err(e) => {
-            state.metrics.handshakes_rejected.inc();
-            tracing::info!(reason = %e, "websocket handshake refused");
-            return e.into_response();
-        }
-    };
+    let connecting =
+        match auth::authenticate(&state, &headers, query.ticket.as_deref(), &offered).await {
+            Ok(connecting) => connecting,
+            Err(e) => {
+                state.metrics.handshakes_rejected.inc();
+                tracing::info!(reason = %e, "websocket handshake refused");
+                return e.into_response();
+            }
+        };
     if let Some(protocol) = auth::select_protocol(&offered)
         && let Ok(value) = protocol.parse()
     {
@@ -67,6 +68,6 @@ pub async fn handler(
         .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             let tracker = state.connections.clone();
-            tracker.track_future(connection::serve(socket, state, user, query.last_seq))
+            tracker.track_future(connection::serve(socket, state, connecting, query.last_seq))
         })
 }

@@ -174,6 +174,28 @@ async fn store_contract(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
+    // What a connection opens with: the user and the same runs, read together.
+    assert_eq!(
+        store
+            .user_for_connection(alice.id, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Some((alice.clone(), vec![run_id]))
+    );
+    assert_eq!(
+        store
+            .user_for_connection(bob.id, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Some((bob.clone(), Vec::new()))
+    );
+    assert_eq!(
+        store
+            .user_for_connection(Uuid::new_v4(), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
 
     let second = Uuid::new_v4();
     store
@@ -421,19 +443,44 @@ async fn bus_contract(bus: Arc<dyn EventBus>) {
         1,
         "seq is per user"
     );
-    assert_eq!(bus.head_seq(a).await.unwrap(), 5);
-    for expected in 1..=5 {
+    // A block: the next seqs, in the drafts' order, delivered and replayed like the others.
+    let thoughts = ["first", "second", "third"];
+    let drafts = thoughts
+        .iter()
+        .map(|thought| EventDraft {
+            payload: json!({ "thought": thought }),
+            ..draft(run)
+        })
+        .collect();
+    // The first two delivered with the append, the third by fan_out.
+    let block = bus.append_all(a, drafts, 2).await.unwrap();
+    assert_eq!(block.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7, 8]);
+    assert_eq!(
+        block
+            .iter()
+            .map(|e| e.payload["thought"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        thoughts
+    );
+    for expected in 1..=7 {
         let event = delivered(tokio::time::timeout(Duration::from_secs(5), live.recv()).await);
         assert_eq!(event.seq, expected);
     }
+    assert!(live.try_recv().is_err(), "the third waits for its fan_out");
+    bus.fan_out(a, &block[2]).await.unwrap();
+    assert!(bus.append_all(a, Vec::new(), 0).await.unwrap().is_empty());
+    assert_eq!(bus.head_seq(a).await.unwrap(), 8);
+    let event = delivered(tokio::time::timeout(Duration::from_secs(5), live.recv()).await);
+    assert_eq!(event.seq, 8);
     let replay = bus.replay(a, 2).await.unwrap();
     assert_eq!(
         replay.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        [3, 4, 5]
+        [3, 4, 5, 6, 7, 8]
     );
     assert_eq!(replay.events[0].run_id, run);
+    assert_eq!(replay.events[4].payload["thought"], "second");
     assert!(replay.truncated_from.is_none());
-    assert!(bus.replay(a, 5).await.unwrap().events.is_empty());
+    assert!(bus.replay(a, 8).await.unwrap().events.is_empty());
 
     bus.issue_ticket("contract-ticket", a, Duration::from_secs(30))
         .await
@@ -518,23 +565,42 @@ async fn two_redis_bus_instances_share_one_gap_free_stream() {
     let user = Uuid::new_v4();
     let mut on_b = b.subscribe(user);
     tokio::time::sleep(Duration::from_millis(200)).await; // the tails subscribe
+    // Single events delivered by fan_out and blocks of three delivered with their append
+    // (published by the append itself), from both instances at once.
     let appends = (0..50).map(|i| {
         let bus = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move {
-            let event = bus.append(user, draft(Uuid::nil())).await.unwrap();
-            bus.fan_out(user, &event).await.unwrap();
-            event.seq
+            let events = if i % 5 == 0 {
+                bus.append_all(user, vec![draft(Uuid::nil()); 3], 3)
+                    .await
+                    .unwrap()
+            } else {
+                let events = bus
+                    .append_all(user, vec![draft(Uuid::nil())], 0)
+                    .await
+                    .unwrap();
+                bus.fan_out(user, &events[0]).await.unwrap();
+                events
+            };
+            events.iter().map(|e| e.seq).collect::<Vec<_>>()
         }
     });
-    let mut seqs = futures_util::future::join_all(appends).await;
+    let blocks = futures_util::future::join_all(appends).await;
+    for block in &blocks {
+        assert!(
+            block.windows(2).all(|w| w[1] == w[0] + 1),
+            "a block is consecutive: {block:?}"
+        );
+    }
+    let mut seqs: Vec<u64> = blocks.into_iter().flatten().collect();
     seqs.sort_unstable();
     assert_eq!(
         seqs,
-        (1..=50).collect::<Vec<u64>>(),
+        (1..=70).collect::<Vec<u64>>(),
         "gap-free across instances"
     );
     let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 50 {
+    while seen.len() < 70 {
         let event = delivered(tokio::time::timeout(Duration::from_secs(5), on_b.recv()).await);
         assert!(seen.insert(event.seq), "delivered once on b: {}", event.seq);
     }

@@ -89,7 +89,7 @@ async fn a_journey_shows_in_the_business_metrics() {
         "apex_store_operation_duration_seconds_count{operation=\"begin_run\"}",
         "apex_store_operation_duration_seconds_count{operation=\"usage\"}",
         "apex_store_operation_duration_seconds_count{operation=\"complete_run\"}",
-        "apex_bus_operation_duration_seconds_count{operation=\"append\"}",
+        "apex_bus_operation_duration_seconds_count{operation=\"append_all\"}",
         "apex_bus_operation_duration_seconds_count{operation=\"fan_out\"}",
     ] {
         assert!(value(series) > 0.0, "{series} in\n{metrics}");

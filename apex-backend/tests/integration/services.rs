@@ -37,9 +37,10 @@ async fn metrics_on_services_time_operations_and_count_cache_lookups() {
             "apex_cache_requests_total{cache=\"usage\",result=\"hit\"}",
             1.0,
         ),
+        // Two runs, each appending its eleven events in four blocks (one round trip each).
         (
-            "apex_bus_operation_duration_seconds_count{operation=\"append\"}",
-            22.0,
+            "apex_bus_operation_duration_seconds_count{operation=\"append_all\"}",
+            8.0,
         ),
         (
             "apex_store_operation_duration_seconds_count{operation=\"begin_run\"}",
