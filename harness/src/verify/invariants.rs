@@ -345,8 +345,8 @@ impl<'t> RunState<'t> {
         let mut already_reported = Vec::new();
         for event in held {
             run.take(
-                &event.kind,
-                &event.tool,
+                event.kind,
+                event.tool,
                 run_id,
                 profile,
                 None,
