@@ -490,7 +490,8 @@ const READ_CARD: &str = "const c = document.querySelector('[data-scenario]'); \
             polls: Number(document.body.dataset.polls || 0)};";
 
 /// Reads `/metrics`, the page, and `/metrics` again until the two reads of the metrics agree
-/// and the page shows them (the page polls every 2 s, a round may land in between).
+/// and the page shows them (the page polls every 2 s, a round may land in between, so the
+/// rounds must be further apart than that).
 async fn page_matching_metrics(browser: &Browser, monitor: &Monitor) -> (Value, f64, f64) {
     let url = format!("http://{}/metrics", monitor.addr);
     let journeys = |text: &str, result: &str| {
@@ -534,7 +535,10 @@ async fn the_dashboard_shows_what_metrics_say_and_turns_red_without_a_reload() {
         return;
     };
     let (backend, server) = start_backend().await;
-    let monitor = start_monitor(&url(&backend), "1s");
+    // Rounds further apart than the page's 2 s poll: between two rounds the metrics hold
+    // still long enough for a poll to land, so the page catches up with them. With rounds
+    // every second the poll could lock in phase just before each round and never match.
+    let monitor = start_monitor(&url(&backend), "3s");
     wait_rounds(&monitor, 2).await;
     let browser = Browser::start(&chromedriver).await;
     let page = format!("http://{}/", monitor.addr);
