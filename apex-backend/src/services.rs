@@ -130,6 +130,86 @@ impl Services {
     }
 }
 
+/// A private corner of shared services: a Postgres schema and a Redis key prefix no other
+/// user of the same services has. The harness's bundled backend takes one per run and the
+/// backend's tests one each, so runs on the same services (parallel CI jobs, tests in
+/// parallel, two worktrees) never share users' event streams or a migrated schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// `{base}_{12 hex}`.
+    pub schema: String,
+    /// `{base}:{12 hex}:`.
+    pub prefix: String,
+}
+
+impl Namespace {
+    /// A new namespace named after `base` (letters, digits, underscores) and a random id.
+    pub fn unique(base: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = &id[..12];
+        Self {
+            schema: format!("{base}_{id}"),
+            prefix: format!("{base}:{id}:"),
+        }
+    }
+
+    /// Drops the schema and deletes the keys under the prefix; best effort (what is
+    /// unreachable stays), each service bounded by 10 s.
+    pub async fn remove(&self, database_url: &str, redis_url: &str) {
+        use sqlx::Connection;
+        const BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+        let schema = async {
+            let mut conn = sqlx::PgConnection::connect(database_url).await?;
+            let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await
+        };
+        let _ = tokio::time::timeout(BOUND, schema).await;
+        let keys = async {
+            let client = redis::Client::open(redis_url)?;
+            let mut redis = client.get_multiplexed_async_connection().await?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", self.prefix))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut redis)
+                    .await?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async::<()>(&mut redis)
+                        .await?;
+                }
+                if next == 0 {
+                    return Ok::<(), redis::RedisError>(());
+                }
+                cursor = next;
+            }
+        };
+        let _ = tokio::time::timeout(BOUND, keys).await;
+    }
+
+    /// [`Namespace::remove`] from where one cannot await (a `Drop`, inside or outside a
+    /// runtime): on a thread of its own with its own runtime, waited for.
+    pub fn remove_blocking(&self, database_url: &str, redis_url: &str) {
+        let (namespace, db, redis) = (self.clone(), database_url.to_owned(), redis_url.to_owned());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(namespace.remove(&db, &redis));
+            Ok::<(), std::io::Error>(())
+        })
+        .join();
+    }
+}
+
 #[cfg(feature = "containers")]
 pub mod containers {
     //! Postgres and Redis in Docker, for machines that have a daemon.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use apex_backend::services::Namespace;
 use apex_backend::{AppState, Config};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -529,61 +530,27 @@ pub struct Isolated {
 #[derive(Debug)]
 pub struct CleanupOnDrop {
     urls: ServiceUrls,
-    schema: String,
-    prefix: String,
+    namespace: Namespace,
 }
 
 impl Drop for CleanupOnDrop {
     fn drop(&mut self) {
-        let (urls, schema, prefix) = (self.urls.clone(), self.schema.clone(), self.prefix.clone());
-        // Drop cannot await; a thread with its own runtime does the cleanup.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(remove(&urls, &schema, &prefix));
-        })
-        .join();
-    }
-}
-
-async fn remove(urls: &ServiceUrls, schema: &str, prefix: &str) {
-    use sqlx::Connection;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&urls.database).await {
-        let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
-            .execute(&mut conn)
-            .await;
-    }
-    if let Ok(client) = redis::Client::open(urls.redis.as_str())
-        && let Ok(mut redis) = client.get_multiplexed_async_connection().await
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut redis)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await;
-        }
+        self.namespace
+            .remove_blocking(&self.urls.database, &self.urls.redis);
     }
 }
 
 impl Isolated {
     pub fn new(urls: ServiceUrls) -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let schema = format!("apex_test_{}", &id[..12]);
-        let prefix = format!("apex_test:{}:", &id[..12]);
+        let namespace = Namespace::unique("apex_test");
         let cleanup = CleanupOnDrop {
             urls: urls.clone(),
-            schema: schema.clone(),
-            prefix: prefix.clone(),
+            namespace: namespace.clone(),
         };
         Self {
             urls,
-            schema,
-            prefix,
+            schema: namespace.schema,
+            prefix: namespace.prefix,
             _cleanup: std::sync::Arc::new(cleanup),
         }
     }
@@ -607,7 +574,9 @@ impl Isolated {
 
     /// Drops the schema and deletes the keys now (dropping the last clone does it too).
     pub async fn cleanup(&self) {
-        remove(&self.urls, &self.schema, &self.prefix).await;
+        (self._cleanup.namespace)
+            .remove(&self.urls.database, &self.urls.redis)
+            .await;
     }
 }
 
