@@ -194,11 +194,39 @@ impl Namespace {
         };
         let _ = tokio::time::timeout(BOUND, keys).await;
     }
+}
 
-    /// [`Namespace::remove`] from where one cannot await (a `Drop`, inside or outside a
-    /// runtime): on a thread of its own with its own runtime, waited for.
-    pub fn remove_blocking(&self, database_url: &str, redis_url: &str) {
-        let (namespace, db, redis) = (self.clone(), database_url.to_owned(), redis_url.to_owned());
+/// A [`Namespace`] on the services at two URLs, removed when dropped (a `Drop` cannot await:
+/// the removal runs on a thread of its own with its own runtime, waited for).
+#[derive(Debug)]
+pub struct Scratch {
+    pub namespace: Namespace,
+    database_url: String,
+    redis_url: String,
+}
+
+impl Scratch {
+    /// A new [`Namespace::unique`] named after `base` on these services.
+    pub fn new(base: &str, database_url: &str, redis_url: &str) -> Self {
+        Self {
+            namespace: Namespace::unique(base),
+            database_url: database_url.to_owned(),
+            redis_url: redis_url.to_owned(),
+        }
+    }
+
+    /// Removes the namespace now (dropping does it again, harmlessly).
+    pub async fn remove(&self) {
+        (self.namespace)
+            .remove(&self.database_url, &self.redis_url)
+            .await;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let namespace = self.namespace.clone();
+        let (db, redis) = (self.database_url.clone(), self.redis_url.clone());
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -44,26 +44,10 @@ pub struct Bundled {
     _more: Vec<apex_backend::InProcess>,
     /// The run's schema and key prefix on the services, removed after the servers stop.
     #[cfg(feature = "bundled")]
-    _scratch: Option<Scratch>,
+    _scratch: Option<apex_backend::services::Scratch>,
     /// Dropped after the server (fields drop in order).
     #[cfg(feature = "containers")]
     _containers: Option<apex_backend::services::containers::Containers>,
-}
-
-/// A run's namespace on the services, removed when dropped.
-#[cfg(feature = "bundled")]
-struct Scratch {
-    namespace: apex_backend::services::Namespace,
-    database_url: String,
-    redis_url: String,
-}
-
-#[cfg(feature = "bundled")]
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        self.namespace
-            .remove_blocking(&self.database_url, &self.redis_url);
-    }
 }
 
 impl std::fmt::Debug for Bundled {
@@ -133,20 +117,16 @@ pub async fn start_instances(
     // A schema and key prefix of this run's own, removed when it ends: kept apart from a
     // backend deployed on the same services and from other runs on them (parallel CI jobs,
     // tests in parallel), which would otherwise share the fixture users' event streams.
-    let namespace = match (&config.database_url, &config.redis_url) {
+    let scratch = match (&config.database_url, &config.redis_url) {
         (Some(db), Some(redis)) => {
-            let namespace = apex_backend::services::Namespace::unique("apex_harness");
-            config.database_schema = namespace.schema.clone();
-            config.redis_prefix = namespace.prefix.clone();
-            Some(Scratch {
-                namespace,
-                database_url: db.clone(),
-                redis_url: redis.clone(),
-            })
+            let scratch = apex_backend::services::Scratch::new("apex_harness", db, redis);
+            config.database_schema = scratch.namespace.schema.clone();
+            config.redis_prefix = scratch.namespace.prefix.clone();
+            Some(scratch)
         }
         _ => None,
     };
-    let shared = config.database_url.is_some() && config.redis_url.is_some();
+    let shared = scratch.is_some();
     let (server, proxies) = serve(config.clone(), proxied).await?;
     let mode = serde_json::to_value(server.state.mode)
         .ok()
@@ -179,7 +159,7 @@ pub async fn start_instances(
             more,
             _server: server,
             _more: more_servers,
-            _scratch: namespace,
+            _scratch: scratch,
             #[cfg(feature = "containers")]
             _containers: containers,
         },

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use apex_backend::services::Namespace;
+use apex_backend::services::Scratch;
 use apex_backend::{AppState, Config};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -524,34 +524,17 @@ pub struct Isolated {
     pub urls: ServiceUrls,
     pub schema: String,
     pub prefix: String,
-    _cleanup: std::sync::Arc<CleanupOnDrop>,
-}
-
-#[derive(Debug)]
-pub struct CleanupOnDrop {
-    urls: ServiceUrls,
-    namespace: Namespace,
-}
-
-impl Drop for CleanupOnDrop {
-    fn drop(&mut self) {
-        self.namespace
-            .remove_blocking(&self.urls.database, &self.urls.redis);
-    }
+    _cleanup: std::sync::Arc<Scratch>,
 }
 
 impl Isolated {
     pub fn new(urls: ServiceUrls) -> Self {
-        let namespace = Namespace::unique("apex_test");
-        let cleanup = CleanupOnDrop {
-            urls: urls.clone(),
-            namespace: namespace.clone(),
-        };
+        let scratch = Scratch::new("apex_test", &urls.database, &urls.redis);
         Self {
+            schema: scratch.namespace.schema.clone(),
+            prefix: scratch.namespace.prefix.clone(),
             urls,
-            schema: namespace.schema,
-            prefix: namespace.prefix,
-            _cleanup: std::sync::Arc::new(cleanup),
+            _cleanup: std::sync::Arc::new(scratch),
         }
     }
 
@@ -574,9 +557,7 @@ impl Isolated {
 
     /// Drops the schema and deletes the keys now (dropping the last clone does it too).
     pub async fn cleanup(&self) {
-        (self._cleanup.namespace)
-            .remove(&self.urls.database, &self.urls.redis)
-            .await;
+        self._cleanup.remove().await;
     }
 }
 
